@@ -1,0 +1,202 @@
+"""The prepared-dataset folder: what ``synthmed preprocess`` writes and everything else reads.
+
+Layout of a prepared folder::
+
+    images.npy     float32 (N, 1, *spatial), intensities in [-1, 1]
+    manifest.csv   index, subject_id, label, label_name, source, source_sha256
+    dataset.json   spatial_dims, shape, spacing, affine (4x4, the prepared space), classes,
+                   preprocessing parameters, images_sha256, synthmed version
+    splits.json    seeded stratified k folds plus a held-out test set (see ``splits.py``)
+
+The images file is written last-but-one and the folder is only complete once ``dataset.json``
+exists: every file is written atomically, so a crash never leaves a readable half dataset.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from synthmed import __version__
+from synthmed.errors import DataError
+from synthmed.io_utils import atomic_path, sha256_file, write_json_atomic
+
+FORMAT_VERSION = 1
+MANIFEST_COLUMNS = ["index", "subject_id", "label", "label_name", "source", "source_sha256"]
+
+
+@dataclass
+class Record:
+    """One prepared subject."""
+
+    subject_id: str
+    label: int | None
+    label_name: str
+    source: str
+    source_sha256: str
+
+
+@dataclass
+class PreparedDataset:
+    """A prepared dataset loaded from disk.
+
+    Attributes:
+        root: the folder.
+        images: (N, 1, *spatial) float32 in [-1, 1] (memory-mapped).
+        records: one per image, same order.
+        meta: the content of ``dataset.json``.
+        splits: the content of ``splits.json`` (or None if absent).
+    """
+
+    root: Path
+    images: np.ndarray
+    records: list[Record]
+    meta: dict[str, Any]
+    splits: dict[str, Any] | None = None
+    _labels: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def spatial_dims(self) -> int:
+        return int(self.meta["spatial_dims"])
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.meta["shape"])
+
+    @property
+    def affine(self) -> np.ndarray:
+        return np.asarray(self.meta["affine"], dtype=np.float64)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta.get("classes") or [])
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        """(N,) int64 labels, or None when the dataset is unlabelled."""
+        if any(r.label is None for r in self.records):
+            return None
+        return np.array([r.label for r in self.records], dtype=np.int64)
+
+    @property
+    def subject_ids(self) -> list[str]:
+        return [r.subject_id for r in self.records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def indices(self, subset: str = "all", fold: int = 0) -> np.ndarray:
+        """Row indices of a subset: ``all``, ``test``, ``trainval`` (all but test),
+        ``train`` or ``val`` (fold ``fold`` of the saved k folds within trainval)."""
+        if subset == "all":
+            return np.arange(len(self))
+        if self.splits is None:
+            raise DataError(f"{self.root / 'splits.json'}: no split file; cannot select subset {subset!r}")
+        id_to_row = {sid: i for i, sid in enumerate(self.subject_ids)}
+        test = set(self.splits["test"])
+        folds = self.splits["folds"]
+        if subset == "test":
+            ids = [s for s in self.subject_ids if s in test]
+        elif subset == "trainval":
+            ids = [s for s in self.subject_ids if s not in test]
+        elif subset in ("train", "val"):
+            if not 0 <= fold < len(folds):
+                raise DataError(f"fold {fold} does not exist; {self.root / 'splits.json'} has {len(folds)} folds")
+            val = set(folds[fold])
+            ids = [s for s in self.subject_ids if s not in test and ((s in val) == (subset == "val"))]
+        else:
+            raise DataError(f"unknown subset {subset!r}; expected all, test, trainval, train or val")
+        return np.array([id_to_row[s] for s in ids], dtype=np.int64)
+
+
+def write_prepared(
+    out_dir: str | Path,
+    images: np.ndarray,
+    records: list[Record],
+    meta: dict[str, Any],
+    splits: dict[str, Any] | None,
+) -> Path:
+    """Write a prepared dataset folder atomically (file by file, ``dataset.json`` last).
+
+    Args:
+        out_dir: destination folder (created).
+        images: (N, 1, *spatial) float array in [-1, 1].
+        records: N records in the same order.
+        meta: must contain ``spatial_dims``, ``spacing`` and ``affine``; ``shape``, ``classes``,
+            hashes and version are filled in here.
+        splits: the split dictionary from ``splits.make_splits`` (or None).
+    """
+    out = Path(out_dir)
+    images = np.ascontiguousarray(images, dtype=np.float32)
+    if images.ndim not in (4, 5) or images.shape[1] != 1:
+        raise DataError(f"prepared images must be (N, 1, *spatial) with 2 or 3 spatial dims, got {images.shape}")
+    if len(records) != images.shape[0]:
+        raise DataError(f"{len(records)} records for {images.shape[0]} images")
+    if not np.isfinite(images).all():
+        raise DataError("prepared images contain NaN or Inf")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "dataset.json").unlink(missing_ok=True)  # marks the folder incomplete while we write
+    with atomic_path(out / "images.npy") as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, images)
+    with atomic_path(out / "manifest.csv") as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(MANIFEST_COLUMNS)
+            for i, r in enumerate(records):
+                w.writerow([i, r.subject_id, "" if r.label is None else r.label, r.label_name, r.source, r.source_sha256])
+    if splits is not None:
+        write_json_atomic(out / "splits.json", splits)
+    full = dict(meta)
+    full.update(
+        format_version=FORMAT_VERSION,
+        synthmed_version=__version__,
+        spatial_dims=int(images.ndim - 2),
+        shape=list(images.shape[2:]),
+        n=int(images.shape[0]),
+        images_sha256=sha256_file(out / "images.npy"),
+    )
+    full.setdefault("classes", [])
+    full["affine"] = np.asarray(full["affine"], dtype=float).tolist()
+    write_json_atomic(out / "dataset.json", full)
+    return out
+
+
+def load_prepared(path: str | Path, mmap: bool = True) -> PreparedDataset:
+    """Load a prepared dataset folder, checking that it is complete and consistent."""
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(f"{root}: prepared dataset folder does not exist (run `synthmed preprocess` first)")
+    meta_path = root / "dataset.json"
+    if not meta_path.is_file():
+        raise DataError(f"{root}: not a prepared dataset (no dataset.json); run `synthmed preprocess INPUT --out {root}`")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"{meta_path}: corrupt JSON ({e})") from None
+    try:
+        images = np.load(root / "images.npy", mmap_mode="r" if mmap else None)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{root / 'images.npy'}: cannot read prepared images ({e})") from None
+    if list(images.shape[2:]) != list(meta.get("shape", [])):
+        raise DataError(f"{root / 'images.npy'}: shape {images.shape} does not match dataset.json shape {meta.get('shape')}")
+    records: list[Record] = []
+    try:
+        with open(root / "manifest.csv", newline="") as f:
+            for row in csv.DictReader(f):
+                lab = row["label"]
+                records.append(Record(row["subject_id"], int(lab) if lab != "" else None, row["label_name"],
+                                      row["source"], row["source_sha256"]))
+    except (OSError, KeyError, ValueError) as e:
+        raise DataError(f"{root / 'manifest.csv'}: cannot read manifest ({e})") from None
+    if len(records) != images.shape[0]:
+        raise DataError(f"{root / 'manifest.csv'}: {len(records)} rows but images.npy holds {images.shape[0]} images")
+    splits = None
+    if (root / "splits.json").is_file():
+        splits = json.loads((root / "splits.json").read_text())
+    return PreparedDataset(root=root, images=images, records=records, meta=meta, splits=splits)

@@ -1,0 +1,1 @@
+"""synthmed.models.gan."""
