@@ -1,1 +1,5 @@
-"""synthmed.models."""
+"""Generative model families, one architecture per file, registered in ``MODELS``."""
+
+from synthmed.models.base import ModelFamily, get_family
+
+__all__ = ["ModelFamily", "get_family"]

@@ -1,1 +1,3 @@
-"""synthmed.models.gan."""
+"""GAN families (SN-GAN, alpha-SN-GAN)."""
+
+from synthmed.models.gan import families  # noqa: F401  (registers the families)

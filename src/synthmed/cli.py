@@ -1,0 +1,151 @@
+"""The ``synthmed`` command: argument parsing only; every subcommand calls the library.
+
+Errors caused by input (files, config keys, checkpoints) print one line and exit with status 2;
+nothing half-written is left behind because the library writes atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from synthmed import __version__
+from synthmed.errors import SynthmedError
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from synthmed.config import shipped_configs
+    from synthmed.registry import all_registries
+    from synthmed.train.steps import STEPS
+
+    regs = all_registries()
+    regs["training steps"] = STEPS
+    for title, reg in regs.items():
+        print(f"{title}:")
+        for name in reg.names():
+            print(f"  {name:<16} {reg.describe(name)}")
+    print("shipped configs:")
+    for name in shipped_configs():
+        print(f"  {name}")
+    return 0
+
+
+def _cmd_preprocess(args: argparse.Namespace) -> int:
+    from synthmed.data.preprocess import PreprocessOptions, run_preprocess
+
+    opts = PreprocessOptions(
+        input=Path(args.input), out=Path(args.out), reader=args.reader, labels_csv=args.labels,
+        id_column=args.id_column, label_column=args.label_column, size=args.size, spacing=args.spacing,
+        register=not args.no_register, trim_background=not args.no_trim, n_folds=args.folds,
+        test_fraction=args.test_fraction, seed=args.seed,
+    )
+    out = run_preprocess(opts)
+    print(f"prepared dataset written to {out}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from synthmed.config import load_config
+    from synthmed.train.loop import train
+
+    cfg = load_config(args.config, args.set or [])
+    out = train(cfg, args.data, args.out, resume=args.resume, progress=not args.no_progress)
+    print(f"run written to {out}")
+    return 0
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from synthmed.generate.sample import sample
+
+    out = sample(args.run, args.n, args.out, seed=args.seed, batch_size=args.batch_size,
+                 checkpoint=args.checkpoint, device=args.device, overwrite=args.overwrite,
+                 progress=not args.no_progress)
+    print(f"{args.n} synthetic images written to {out}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from synthmed.demo import run_demo
+
+    out = run_demo(Path(args.out), quick=args.quick, data=Path(args.data) if args.data else None,
+                   label_column=args.label_column, device=args.device, progress=not args.no_progress)
+    print(f"demo finished; see {out / 'comparison.png'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="synthmed", description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--version", action="version", version=f"synthmed {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("list", help="print every registry and the shipped configs")
+    s.set_defaults(func=_cmd_list)
+
+    s = sub.add_parser("preprocess", help="raw files → prepared dataset (tensors, manifest, splits)")
+    s.add_argument("input", help="BIDS folder, NIfTI folder, DICOM folder, image folder or MedMNIST .npz")
+    s.add_argument("--out", required=True, help="prepared dataset folder to write")
+    s.add_argument("--reader", default="auto", help="auto, bids, nifti, dicom, images or medmnist")
+    s.add_argument("--labels", help="CSV of labels (nifti/dicom readers)")
+    s.add_argument("--id-column", default="subject_id", help="subject id column of --labels")
+    s.add_argument("--label-column", default=None, help="label column (BIDS participants.tsv or --labels)")
+    s.add_argument("--size", type=int, default=64, help="target grid edge length (default 64)")
+    s.add_argument("--spacing", type=float, default=2.0, help="resampling spacing in mm for 3D (default 2)")
+    s.add_argument("--no-register", action="store_true", help="skip affine registration to MNI152")
+    s.add_argument("--no-trim", action="store_true", help="keep background-only slices")
+    s.add_argument("--folds", type=int, default=5, help="cross-validation folds in splits.json")
+    s.add_argument("--test-fraction", type=float, default=0.2, help="held-out test fraction")
+    s.add_argument("--seed", type=int, default=0, help="split seed")
+    s.set_defaults(func=_cmd_preprocess)
+
+    s = sub.add_parser("train", help="train a generative model on a prepared dataset")
+    s.add_argument("config", help="YAML path or shipped config name (see `synthmed list`)")
+    s.add_argument("--data", required=True, help="prepared dataset folder")
+    s.add_argument("--out", required=True, help="run folder to write")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. train.iterations=100")
+    s.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_train)
+
+    s = sub.add_parser("sample", help="generate a synthetic cohort from a trained run")
+    s.add_argument("run", help="run folder written by `synthmed train`")
+    s.add_argument("--n", type=int, required=True, help="number of images")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--seed", type=int, default=0, help="sample i uses seed SEED+i")
+    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--checkpoint", help="checkpoint file (default RUN/checkpoints/last.pt)")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=_cmd_sample)
+
+    s = sub.add_parser("demo", help="the whole path in miniature: prepare, train alpha-SN-GAN, sample, compare")
+    s.add_argument("--out", required=True, help="demo output folder")
+    s.add_argument("--quick", action="store_true", help="toy size, under 2 minutes on 2 CPU cores")
+    s.add_argument("--data", help="real data instead of the built-in phantom cohort (any `preprocess` input)")
+    s.add_argument("--label-column", default=None, help="label column for --data (e.g. group)")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except SynthmedError as e:
+        print(f"synthmed: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("synthmed: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,312 @@
+"""Typed, strict run configuration.
+
+Defaults live in code (the dataclasses below, with the paper's hyper-parameters); a YAML file
+overrides only what changes; ``--set a.b=value`` overrides single keys.  Unknown keys and wrong
+types are errors that name the key.  The ``model`` section is validated against the parameter
+dataclass of the model family it names (see ``synthmed.models``).
+
+Example YAML::
+
+    model:
+      name: alpha_sngan
+      latent_dim: 1000
+    train:
+      iterations: 12000
+      batch_size: 4
+    augment:
+      enabled: true
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+
+from synthmed.errors import ConfigError
+
+#: Shipped configs live inside the package so an installed ``synthmed`` finds them.
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping.  Defaults: paper 000, "GAN training" (Adam, lr 2e-4,
+    betas (0.5, 0.999), batch 4, 12,000 iterations)."""
+
+    iterations: int = 12000
+    batch_size: int = 4
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    seed: int = 0
+    device: str = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    subset: Literal["all", "trainval", "train"] = "trainval"
+    fold: int = 0
+    log_every: int = 10
+    sample_every: int = 500
+    checkpoint_every: int = 500
+    n_preview: int = 8
+    divergence_threshold: float = 1.0e4
+    num_workers: int = 0
+
+
+@dataclass
+class AugmentConfig:
+    """Differentiable augmentation of every discriminator input (DiffAugment; paper 000)."""
+
+    enabled: bool = False
+    name: str = "diffaugment"
+    policy: list[str] = field(default_factory=lambda: ["translation", "cutout", "intensity"])
+    translation_ratio: float = 0.125
+    cutout_ratio: float = 0.5
+
+
+@dataclass
+class ModelConfig:
+    """``name`` picks a registered model family; ``params`` is that family's typed parameters."""
+
+    name: str = "alpha_sngan"
+    params: Any = None
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (the YAML written into every run folder)."""
+        out = {
+            "model": {"name": self.model.name, **_plain(self.model.params)},
+            "train": _plain(self.train),
+            "augment": _plain(self.augment),
+        }
+        return out
+
+
+def _plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if origin in (list, tuple):
+        return f"a list of {', '.join(_type_name(a) for a in get_args(tp) if a is not Ellipsis)}"
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the type hint ``tp``; return it converted (int→float, list→tuple).
+
+    Raises:
+        ConfigError: naming ``key`` and the expected type.
+    """
+    origin = get_origin(tp)
+    bad = ConfigError(f"config key {key!r}: expected {_type_name(tp)}, got {value!r}")
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        for arg in get_args(tp):
+            try:
+                return coerce(value, arg, key)
+            except ConfigError:
+                continue
+        raise bad
+    if tp is type(None):
+        if value is None:
+            return None
+        raise bad
+    if origin is Literal:
+        if value in get_args(tp):
+            return value
+        raise bad
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise bad
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise bad
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise bad
+    if origin is tuple:
+        args = get_args(tp)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise bad
+        return tuple(coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+    if origin is list:
+        (arg,) = get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        return [coerce(v, arg, f"{key}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, key)
+    raise ConfigError(f"config key {key!r}: unsupported type {tp!r}")  # pragma: no cover
+
+
+def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from ``data``, rejecting unknown keys and wrong types."""
+    where = prefix or "top level"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section {where!r}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        full = [f"{prefix}.{k}" if prefix else str(k) for k in unknown]
+        raise ConfigError(f"unknown config key(s) {', '.join(map(repr, full))}; "
+                          f"allowed in {where!r}: {', '.join(names)}")
+    kwargs = {k: coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _set_dotted(d: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    cur = d
+    for p in parts[:-1]:
+        nxt = cur.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"--set {dotted}: {p!r} is not a section")
+        cur = nxt
+    cur[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"train.iterations=100"`` → ``("train.iterations", 100)`` (value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. train.iterations=100")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {text!r}: value is not valid YAML ({e})") from None
+    return key, value
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A YAML path, or the name of a shipped config (``alpha_sngan`` → configs/alpha_sngan.yaml)."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        return p
+    shipped = CONFIG_DIR / f"{name_or_path}.yaml"
+    if shipped.is_file():
+        return shipped
+    raise ConfigError(f"{name_or_path!r} is neither a YAML file nor a shipped config; "
+                      f"shipped configs: {', '.join(shipped_configs())}")
+
+
+def shipped_configs() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def build_config(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Validate a raw config mapping (plus ``--set`` overrides) into a ``RunConfig``."""
+    import copy
+
+    from synthmed.models import get_family
+
+    data = copy.deepcopy(data)
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(data, key, value)
+    unknown = sorted(set(data) - {"model", "train", "augment"})
+    if unknown:
+        raise ConfigError(f"unknown config section(s) {', '.join(map(repr, unknown))}; "
+                          "allowed: model, train, augment")
+    model_raw = dict(data.get("model") or {})
+    if not isinstance(data.get("model", {}) or {}, dict):
+        raise ConfigError("config section 'model': expected a mapping")
+    name = model_raw.pop("name", ModelConfig.name)
+    if not isinstance(name, str):
+        raise ConfigError(f"config key 'model.name': expected str, got {name!r}")
+    family = get_family(name)
+    params = from_dict(family.Params, model_raw, "model")
+    cfg = RunConfig(
+        model=ModelConfig(name=name, params=params),
+        train=from_dict(TrainConfig, data.get("train"), "train"),
+        augment=from_dict(AugmentConfig, data.get("augment"), "augment"),
+    )
+    make_augment(cfg)  # validates augment.name / policy / ratios even when disabled
+    _check_train(cfg.train)
+    return cfg
+
+
+def make_augment(cfg: RunConfig) -> Any:
+    """The configured differentiable augmentation (ConfigError naming the key if invalid)."""
+    import synthmed.augment  # noqa: F401  (fills AUGMENTS)
+    from synthmed.registry import AUGMENTS
+
+    a = cfg.augment
+    try:
+        cls = AUGMENTS.get(a.name)
+    except ConfigError as e:
+        raise ConfigError(f"config key 'augment.name': {e}") from None
+    try:
+        return cls(policy=a.policy, translation_ratio=a.translation_ratio, cutout_ratio=a.cutout_ratio)
+    except ValueError as e:
+        raise ConfigError(f"config section 'augment': {e}") from None
+
+
+def _check_train(t: TrainConfig) -> None:
+    positive = ("iterations", "batch_size", "log_every", "sample_every", "checkpoint_every", "n_preview")
+    for key in positive:
+        if getattr(t, key) < 1:
+            raise ConfigError(f"config key 'train.{key}': expected a positive integer, got {getattr(t, key)}")
+    if not t.lr > 0:
+        raise ConfigError(f"config key 'train.lr': expected a positive number, got {t.lr}")
+    if not all(0 <= b < 1 for b in t.betas):
+        raise ConfigError(f"config key 'train.betas': expected two numbers in [0, 1), got {list(t.betas)}")
+
+
+def load_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Load a YAML path or shipped config name, apply overrides, validate strictly."""
+    path = resolve_config_path(name_or_path)
+    try:
+        return build_config(read_yaml(path), overrides)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

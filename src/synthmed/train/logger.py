@@ -1,0 +1,49 @@
+"""Training logs a person and TensorBoard can read: ``metrics.csv`` and TensorBoard event files."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from torch.utils.tensorboard import SummaryWriter
+
+
+class MetricsLogger:
+    """Append scalar rows to a CSV and to TensorBoard.
+
+    On resume the CSV is cut back to ``start_step`` and TensorBoard purges later events, so a run
+    that was killed and resumed has one clean history.
+    """
+
+    def __init__(self, csv_path: Path, tb_dir: Path, start_step: int = 0) -> None:
+        self.csv_path = csv_path
+        self.columns: list[str] | None = None
+        if start_step > 0 and csv_path.is_file():
+            self._truncate(start_step)
+        elif csv_path.exists():
+            csv_path.unlink()
+        self.tb = SummaryWriter(str(tb_dir), purge_step=start_step if start_step > 0 else None)
+
+    def _truncate(self, step: int) -> None:
+        with open(self.csv_path, newline="") as f:
+            rows = list(csv.reader(f))
+        if not rows:
+            return
+        self.columns = rows[0]
+        keep = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step]
+        with open(self.csv_path, "w", newline="") as f:
+            csv.writer(f).writerows(keep)
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        if self.columns is None:
+            self.columns = ["step", *values]
+            with open(self.csv_path, "w", newline="") as f:
+                csv.writer(f).writerow(self.columns)
+        with open(self.csv_path, "a", newline="") as f:
+            csv.writer(f).writerow([step, *(f"{values.get(c, float('nan')):.6g}" for c in self.columns[1:])])
+        for k, v in values.items():
+            self.tb.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        self.tb.flush()
+        self.tb.close()

@@ -1,0 +1,251 @@
+"""The generic training loop: data stream, step, logs, previews, checkpoints, resume, DDP.
+
+``train(cfg, data_dir, out_dir)`` is what ``synthmed train CONFIG --data D --out RUN`` calls.
+The family-specific work happens in the ``Step`` (``steps.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import synthmed.augment  # noqa: F401  (fills AUGMENTS)
+from synthmed import __version__
+from synthmed.config import RunConfig, dump_config, make_augment
+from synthmed.data.prepared import PreparedDataset, load_prepared
+from synthmed.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
+from synthmed.io_utils import write_json_atomic, write_text_atomic
+from synthmed.models.base import ModelFamily, get_family
+from synthmed.train import distributed as D
+from synthmed.train.checkpoint import (
+    RunFolder,
+    check_compatible,
+    load_checkpoint,
+    load_nets,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from synthmed.train.logger import MetricsLogger
+from synthmed.train.sampler import IndexStream
+from synthmed.train.steps import Step, make_step
+
+PREVIEW_SEED = 20_000
+
+
+@dataclass
+class Session:
+    """Everything one training process holds."""
+
+    cfg: RunConfig
+    family: ModelFamily
+    data: PreparedDataset
+    images: torch.Tensor
+    nets: dict[str, torch.nn.Module]
+    step: Step
+    stream: IndexStream
+    run: RunFolder
+    info: D.DistInfo
+    device: torch.device
+    rows: np.ndarray
+
+
+def data_summary(ds: PreparedDataset, rows: np.ndarray, cfg: RunConfig) -> dict[str, Any]:
+    """What the run was trained on (written to ``data.json``; the sampler needs the affine)."""
+    return {
+        "path": str(ds.root.resolve()),
+        "images_sha256": ds.meta.get("images_sha256"),
+        "spatial_dims": ds.spatial_dims,
+        "shape": list(ds.shape),
+        "spacing": ds.meta.get("spacing"),
+        "affine": ds.affine.tolist(),
+        "classes": ds.classes,
+        "subset": cfg.train.subset,
+        "fold": cfg.train.fold,
+        "n_train": int(len(rows)),
+        "train_subject_ids": [ds.subject_ids[i] for i in rows],
+    }
+
+
+def _build(cfg: RunConfig, data_dir: Path, out_dir: Path, info: D.DistInfo) -> Session:
+    device = D.resolve_device(cfg.train.device, info)
+    ds = load_prepared(data_dir)
+    family = get_family(cfg.model.name)
+    if ds.spatial_dims not in family.spatial_dims:
+        raise ConfigError(f"model {cfg.model.name!r} supports {family.spatial_dims}-D data, {data_dir} is {ds.spatial_dims}-D")
+    rows = ds.indices(cfg.train.subset, cfg.train.fold)
+    if len(rows) == 0:
+        raise DataError(f"{data_dir}: subset {cfg.train.subset!r} is empty")
+    images = torch.from_numpy(np.ascontiguousarray(ds.images[rows], dtype=np.float32))
+    torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
+    raw = {k: m.to(device) for k, m in family.build(cfg.model.params, ds.spatial_dims, ds.shape).items()}
+    nets = D.wrap_ddp(raw, info, device)
+    augment = make_augment(cfg) if cfg.augment.enabled else None
+    step = make_step(family, cfg, nets, device, augment)
+    stream = IndexStream(len(rows), cfg.train.seed, info.rank, info.world_size)
+    torch.manual_seed(cfg.train.seed + 7919 * info.rank)  # different latents on every rank
+    return Session(cfg, family, ds, images, raw, step, stream, RunFolder(out_dir), info, device, rows)
+
+
+def _save(sess: Session, step_no: int) -> None:
+    states = D.gather_objects(rng_state(), sess.info)
+    if sess.info.is_main:
+        ds = sess.data
+        save_checkpoint(sess.run.last, model=sess.cfg.model.name, params=sess.cfg.model.params,
+                        spatial_dims=ds.spatial_dims, shape=ds.shape, step=step_no, nets=sess.nets,
+                        extra={"optim": sess.step.state_dict(), "stream": sess.stream.state_dict(),
+                               "rng": states, "world_size": sess.info.world_size,
+                               "data_sha256": ds.meta.get("images_sha256"),
+                               "config": sess.cfg.to_dict()})
+    D.barrier(sess.info)
+
+
+def _restore(sess: Session) -> int:
+    path = sess.run.last
+    ckpt = load_checkpoint(path)
+    ds = sess.data
+    check_compatible(ckpt, path, sess.cfg.model.name, sess.cfg.model.params, ds.spatial_dims, ds.shape)
+    if ckpt.get("data_sha256") != ds.meta.get("images_sha256"):
+        raise CheckpointError(f"{path}: run was trained on other data (images_sha256 differs from {ds.root})")
+    if ckpt.get("world_size", 1) != sess.info.world_size:
+        raise CheckpointError(f"{path}: run used {ckpt.get('world_size', 1)} processes; resume with the same number")
+    load_nets(ckpt, path, sess.nets)
+    sess.step.load_state_dict(ckpt["optim"])
+    sess.stream.load_state_dict(ckpt["stream"])
+    set_rng_state(ckpt["rng"][sess.info.rank])
+    return int(ckpt["step"])
+
+
+def _write_run_files(sess: Session, resume: bool, start: int) -> None:
+    run = sess.run
+    run.root.mkdir(parents=True, exist_ok=True)
+    for p in (run.logs, run.samples, run.checkpoints):
+        p.mkdir(exist_ok=True)
+    write_text_atomic(run.config, dump_config(sess.cfg))
+    write_json_atomic(run.data_json, data_summary(sess.data, sess.rows, sess.cfg))
+    prev = json.loads(run.run_json.read_text()) if resume and run.run_json.is_file() else {}
+    prev.update({
+        "synthmed_version": __version__, "torch_version": torch.__version__, "python": platform.python_version(),
+        "command": sys.argv, "device": str(sess.device), "world_size": sess.info.world_size,
+        "model": sess.cfg.model.name, "seed": sess.cfg.train.seed, "status": "running",
+    })
+    prev.setdefault("started", time.strftime("%Y-%m-%dT%H:%M:%S"))
+    prev.setdefault("resumed_at_steps", [])
+    if resume:
+        prev["resumed_at_steps"].append(start)
+    write_json_atomic(run.run_json, prev)
+
+
+def _set_status(run: RunFolder, **fields: Any) -> None:
+    if run.run_json.is_file():
+        d = json.loads(run.run_json.read_text())
+        d.update(fields)
+        write_json_atomic(run.run_json, d)
+
+
+def _preview(sess: Session, step_no: int) -> None:
+    from synthmed.data.preview import save_slice_grid
+
+    g = torch.Generator().manual_seed(PREVIEW_SEED)
+    z = sess.family.sample_latent(sess.cfg.model.params, sess.cfg.train.n_preview, g, sess.device)
+    gen = sess.nets[sess.family.generator_key]
+    was = gen.training
+    gen.eval()
+    with torch.no_grad():
+        x = sess.family.generate(sess.nets, z).float().cpu().numpy()
+    gen.train(was)
+    save_slice_grid(x, sess.run.samples / f"step_{step_no:07d}.png")
+
+
+def _check_finite(sums: dict[str, torch.Tensor], count: int, step_no: int, sess: Session) -> dict[str, float]:
+    """Mean losses since the last check; TrainingDiverged on NaN/Inf or a runaway value."""
+    vals = {k: v.item() / max(count, 1) for k, v in sums.items()}
+    limit = sess.cfg.train.divergence_threshold
+    bad = {k: v for k, v in vals.items() if not math.isfinite(v) or abs(v) > limit}
+    if bad:
+        last = sess.run.last
+        kept = f"the last good checkpoint {last} is kept" if last.is_file() else "no checkpoint had been written yet"
+        k, v = next(iter(bad.items()))
+        if sess.info.is_main:
+            _set_status(sess.run, status="diverged", diverged_at_step=step_no)
+        raise TrainingDiverged(f"training diverged at step {step_no}: {k} = {v} (limit {limit:g}); {kept}. "
+                               "Try a lower train.lr, augment.enabled=true or train.precision=fp32.")
+    return vals
+
+
+def train(cfg: RunConfig, data_dir: str | Path, out_dir: str | Path, resume: bool = False,
+          progress: bool = True) -> Path:
+    """Train ``cfg`` on the prepared dataset ``data_dir``; write the run folder ``out_dir``.
+
+    Args:
+        resume: continue from ``out_dir/checkpoints/last.pt`` exactly (same step, optimiser, scaler,
+            data position and RNG state).  Without it, an existing run folder is an error.
+        progress: show a progress bar (rank 0 only).
+
+    Returns:
+        The run folder.
+    """
+    out = Path(out_dir)
+    run = RunFolder(out)
+    if not resume and run.last.exists():
+        raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose a new --out")
+    if resume and not run.last.is_file():
+        raise CheckpointError(f"{run.last}: nothing to resume (no checkpoint in {out})")
+    info = D.init_distributed(cfg.train.device)
+    try:
+        return _train(cfg, Path(data_dir), out, resume, progress, info)
+    finally:
+        D.shutdown(info)
+
+
+def _train(cfg: RunConfig, data_dir: Path, out: Path, resume: bool, progress: bool, info: D.DistInfo) -> Path:
+    sess = _build(cfg, data_dir, out, info)
+    start = _restore(sess) if resume else 0
+    tc = cfg.train
+    logger = None
+    if info.is_main:
+        _write_run_files(sess, resume, start)
+        logger = MetricsLogger(sess.run.metrics_csv, sess.run.logs, start)
+    D.barrier(info)
+    sums: dict[str, torch.Tensor] = {}
+    count, t0 = 0, time.perf_counter()
+    bar = tqdm(total=tc.iterations, initial=start, disable=not (progress and info.is_main), desc="train",
+               unit="it", dynamic_ncols=True)
+    try:
+        for it in range(start + 1, tc.iterations + 1):
+            idx = sess.stream.next(tc.batch_size)
+            real = sess.images[idx].to(sess.device, non_blocking=True)
+            losses = sess.step(real)
+            for k, v in losses.items():
+                sums[k] = sums.get(k, torch.zeros((), device=sess.device)) + v.float()
+            count += 1
+            bar.update(1)
+            last = it == tc.iterations
+            if it % tc.log_every == 0 or it % tc.checkpoint_every == 0 or last:
+                vals = _check_finite(sums, count, it, sess)
+                vals["sec_per_it"] = (time.perf_counter() - t0) / count
+                if logger:
+                    logger.log(it, vals)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in list(vals.items())[:3]})
+                sums, count, t0 = {}, 0, time.perf_counter()
+            if info.is_main and (it % tc.sample_every == 0 or last):
+                _preview(sess, it)
+            if it % tc.checkpoint_every == 0 or last:
+                _save(sess, it)
+    finally:
+        bar.close()
+        if logger:
+            logger.close()
+    if info.is_main:
+        _set_status(sess.run, status="finished", finished=time.strftime("%Y-%m-%dT%H:%M:%S"), step=tc.iterations)
+    return out
