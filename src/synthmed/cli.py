@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,7 +54,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.set or [])
     out = train(cfg, args.data, args.out, resume=args.resume, progress=not args.no_progress)
-    print(f"run written to {out}")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"run written to {out}")
     return 0
 
 

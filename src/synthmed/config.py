@@ -146,6 +146,11 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # PyYAML reads "1e-3" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise bad
     if tp is str:
         if isinstance(value, str):
@@ -284,7 +289,7 @@ def make_augment(cfg: RunConfig) -> Any:
         raise ConfigError(f"config key 'augment.name': {e}") from None
     try:
         return cls(policy=a.policy, translation_ratio=a.translation_ratio, cutout_ratio=a.cutout_ratio)
-    except ValueError as e:
+    except (ValueError, ConfigError) as e:
         raise ConfigError(f"config section 'augment': {e}") from None
 
 

@@ -246,6 +246,22 @@ def _train(cfg: RunConfig, data_dir: Path, out: Path, resume: bool, progress: bo
         bar.close()
         if logger:
             logger.close()
+    digests = D.gather_objects(_param_digest(sess.nets), info)
     if info.is_main:
-        _set_status(sess.run, status="finished", finished=time.strftime("%Y-%m-%dT%H:%M:%S"), step=tc.iterations)
+        _set_status(sess.run, status="finished", finished=time.strftime("%Y-%m-%dT%H:%M:%S"), step=tc.iterations,
+                    replica_param_sha256=digests)
+    if len(set(digests)) > 1:
+        raise TrainingDiverged(f"the {info.world_size} DDP replicas ended with different weights: {digests}")
     return out
+
+
+def _param_digest(nets: dict[str, torch.nn.Module]) -> str:
+    """SHA-256 of every network's parameters: equal on every DDP replica when gradients are synchronised."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k in sorted(nets):
+        for name, p in nets[k].named_parameters():
+            h.update(f"{k}.{name}".encode())
+            h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
