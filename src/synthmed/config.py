@@ -65,6 +65,8 @@ class AugmentConfig:
     policy: list[str] = field(default_factory=lambda: ["translation", "cutout", "intensity"])
     translation_ratio: float = 0.125
     cutout_ratio: float = 0.5
+    #: value of translated-in and cut-out voxels (0 as in DiffAugment; -1 is the background of prepared data)
+    fill: float = 0.0
 
 
 @dataclass
@@ -288,7 +290,7 @@ def make_augment(cfg: RunConfig) -> Any:
     except ConfigError as e:
         raise ConfigError(f"config key 'augment.name': {e}") from None
     try:
-        return cls(policy=a.policy, translation_ratio=a.translation_ratio, cutout_ratio=a.cutout_ratio)
+        return cls(policy=a.policy, translation_ratio=a.translation_ratio, cutout_ratio=a.cutout_ratio, fill=a.fill)
     except (ValueError, ConfigError) as e:
         raise ConfigError(f"config section 'augment': {e}") from None
 

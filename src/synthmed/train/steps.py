@@ -12,8 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from synthmed.config import RunConfig
 import synthmed.losses  # noqa: F401  (fills LOSSES)
+from synthmed.config import RunConfig
 from synthmed.models.base import ModelFamily
 from synthmed.registry import LOSSES, Registry
 from synthmed.train.precision import autocast, make_scaler

@@ -1,0 +1,108 @@
+"""The command line end to end on tiny data, and its error messages (one line, exit 2, no traceback)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from synthmed.cli import main
+from synthmed.train.checkpoint import load_checkpoint
+
+TINY = ["--set", "model.latent_dim=16", "--set", "model.base_channels=4", "--set", "model.max_channels=8",
+        "--set", "model.code_hidden_dim=16", "--set", "train.n_preview=2"]
+
+
+def run_cli(*args: str, timeout: int = 240) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "synthmed", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def test_list_prints_every_registry(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for word in ("models:", "sngan", "alpha_sngan", "losses:", "hinge", "augmentations:", "diffaugment",
+                 "readers:", "shipped configs:", "demo_quick"):
+        assert word in out
+
+
+def test_train_then_sample_in_process(tiny3d: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    assert main(["train", "alpha_sngan", "--data", str(tiny3d), "--out", str(run), "--no-progress",
+                 "--set", "train.iterations=2", *TINY]) == 0
+    assert "model:\n  name: alpha_sngan" in (run / "config.yaml").read_text()
+    assert "iterations: 2" in (run / "config.yaml").read_text()
+    assert main(["sample", str(run), "--n", "2", "--out", str(tmp_path / "s"), "--no-progress"]) == 0
+    assert len(list((tmp_path / "s").glob("*.nii.gz"))) == 2
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["train", "alpha_sngan", "--data", "{data}", "--out", "{tmp}/r", "--set", "train.iterationz=3"],
+     "train.iterationz"),
+    (["train", "alpha_sngan", "--data", "{tmp}/missing", "--out", "{tmp}/r"], "missing"),
+    (["train", "nosuchconfig", "--data", "{data}", "--out", "{tmp}/r"], "shipped configs"),
+    (["sample", "{tmp}/norun", "--n", "2", "--out", "{tmp}/s"], "run folder does not exist"),
+])
+def test_errors_are_one_clear_line(args: list[str], message: str, tiny3d: Path, tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [a.format(data=tiny3d, tmp=tmp_path) for a in args]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("synthmed: error:") and message in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "r").exists() and not (tmp_path / "s").exists()
+
+
+def test_subprocess_error_has_no_traceback(tmp_path: Path) -> None:
+    proc = run_cli("sample", str(tmp_path / "nope"), "--n", "1", "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "run folder does not exist" in proc.stderr
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tiny3d: Path, tmp_path: Path) -> None:
+    """Kill a real training process after a checkpoint, resume it, compare with a straight run."""
+    common = ["--data", str(tiny3d), "--no-progress", "--set", "train.iterations=400",
+              "--set", "train.checkpoint_every=1", "--set", "train.log_every=1", "--set", "augment.enabled=true", *TINY]
+    killed = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "synthmed", "train", "alpha_sngan", "--out", str(killed), *common],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    last = killed / "checkpoints" / "last.pt"
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        if last.exists() and load_step(last) >= 3:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stopped_at = load_step(last)
+    assert 3 <= stopped_at < 400, "the run should have been killed part-way"
+    target = str(stopped_at + 3)
+    # same process settings (thread count) for all three runs: float results depend on them
+    resumed = run_cli("train", "alpha_sngan", "--out", str(killed), "--resume", *common,
+                      "--set", f"train.iterations={target}")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    straight = tmp_path / "straight"
+    ref = run_cli("train", "alpha_sngan", "--out", str(straight), *common, "--set", f"train.iterations={target}")
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    a, b = load_checkpoint(killed / "checkpoints/last.pt"), load_checkpoint(straight / "checkpoints/last.pt")
+    assert a["step"] == b["step"] == int(target)
+    for net in a["nets"]:
+        for k, v in a["nets"][net].items():
+            assert torch.equal(v, b["nets"][net][k]), f"{net}.{k}"
+
+
+def load_step(path: Path) -> int:
+    for _ in range(5):
+        try:
+            return int(load_checkpoint(path)["step"])
+        except Exception:  # noqa: BLE001 - racing the atomic rename is fine, try again
+            time.sleep(0.1)
+    return -1
