@@ -39,9 +39,9 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
 
     opts = PreprocessOptions(
         input=Path(args.input), out=Path(args.out), reader=args.reader, labels_csv=args.labels,
-        id_column=args.id_column, label_column=args.label_column, size=args.size, spacing=args.spacing,
-        register=not args.no_register, trim_background=not args.no_trim, n_folds=args.folds,
-        test_fraction=args.test_fraction, seed=args.seed,
+        id_column=args.id_column, label_column=None if args.unlabelled else args.label_column, size=args.size,
+        spacing=args.spacing, register=not args.no_register, trim_background=not args.no_trim, n_folds=args.folds,
+        test_fraction=args.test_fraction, seed=args.seed, workers=args.workers, progress=not args.no_progress,
     )
     out = run_preprocess(opts)
     print(f"prepared dataset written to {out}")
@@ -78,6 +78,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from synthmed.bench import format_table, run_bench
+
+    rows = run_bench(args.models, args.sizes, args.batch_sizes, args.spatial_dims, args.iterations, args.warmup,
+                     args.device, args.precision, Path(args.out) if args.out else None)
+    print(format_table(rows))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="synthmed", description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--version", action="version", version=f"synthmed {__version__}")
@@ -93,14 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--reader", default="auto", help="auto, bids, nifti, dicom, images or medmnist")
     s.add_argument("--labels", help="CSV of labels (nifti/dicom readers)")
     s.add_argument("--id-column", default="subject_id", help="subject id column of --labels")
-    s.add_argument("--label-column", default=None, help="label column (BIDS participants.tsv or --labels)")
-    s.add_argument("--size", type=int, default=64, help="target grid edge length (default 64)")
+    s.add_argument("--label-column", default="label", help="label column of participants.tsv (BIDS) or --labels")
+    s.add_argument("--unlabelled", action="store_true", help="ignore labels")
+    s.add_argument("--size", type=int, default=64, help="target grid edge length (default 64; 3D 32..256)")
     s.add_argument("--spacing", type=float, default=2.0, help="resampling spacing in mm for 3D (default 2)")
     s.add_argument("--no-register", action="store_true", help="skip affine registration to MNI152")
     s.add_argument("--no-trim", action="store_true", help="keep background-only slices")
     s.add_argument("--folds", type=int, default=5, help="cross-validation folds in splits.json")
     s.add_argument("--test-fraction", type=float, default=0.2, help="held-out test fraction")
     s.add_argument("--seed", type=int, default=0, help="split seed")
+    s.add_argument("--workers", type=int, default=1, help="processes for per-subject 3D steps")
+    s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=_cmd_preprocess)
 
     s = sub.add_parser("train", help="train a generative model on a prepared dataset")
@@ -123,6 +135,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=_cmd_sample)
+
+    s = sub.add_parser("bench", help="seconds per training iteration and peak memory per model/size/batch")
+    s.add_argument("--models", nargs="+", default=["sngan", "alpha_sngan"], help="shipped config names")
+    s.add_argument("--sizes", nargs="+", type=int, default=[32, 64])
+    s.add_argument("--batch-sizes", nargs="+", type=int, default=[4])
+    s.add_argument("--spatial-dims", type=int, default=3, choices=[2, 3])
+    s.add_argument("--iterations", type=int, default=5, help="timed iterations")
+    s.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    s.add_argument("--out", help="CSV file to write")
+    s.set_defaults(func=_cmd_bench)
 
     s = sub.add_parser("demo", help="the whole path in miniature: prepare, train alpha-SN-GAN, sample, compare")
     s.add_argument("--out", required=True, help="demo output folder")

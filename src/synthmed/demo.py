@@ -44,9 +44,11 @@ def _prepare(out: Path, plan: DemoPlan, data: Path | None, label_column: str | N
     if data is None:
         raw = make_phantom_cohort(out / "raw", n_per_class=plan.n_per_class, seed=0)
         opts = PreprocessOptions(input=raw, out=prepared, reader="nifti", labels_csv=raw / "labels.csv",
-                                 label_column="label", size=plan.size, n_folds=2, test_fraction=0.25)
+                                 label_column="label", size=plan.size, n_folds=2, test_fraction=0.25,
+                                 progress=progress)
     else:
-        opts = PreprocessOptions(input=data, out=prepared, label_column=label_column, size=plan.size)
+        opts = PreprocessOptions(input=data, out=prepared, label_column=label_column, size=plan.size,
+                                 progress=progress)
     return run_preprocess(opts)
 
 
