@@ -73,7 +73,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from synthmed.demo import run_demo
 
     out = run_demo(Path(args.out), quick=args.quick, data=Path(args.data) if args.data else None,
-                   label_column=args.label_column, device=args.device, progress=not args.no_progress)
+                   label_column=args.label_column, device=args.device, progress=not args.no_progress,
+                   overrides=args.set or [])
     print(f"demo finished; see {out / 'comparison.png'}")
     return 0
 
@@ -153,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quick", action="store_true", help="toy size, under 2 minutes on 2 CPU cores")
     s.add_argument("--data", help="real data instead of the built-in phantom cohort (any `preprocess` input)")
     s.add_argument("--label-column", default=None, help="label column for --data (e.g. group)")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override the demo's training config")
     s.add_argument("--device", default="auto")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=_cmd_demo)

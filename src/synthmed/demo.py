@@ -67,12 +67,20 @@ def write_comparison(real: np.ndarray, synthetic: np.ndarray, path: Path) -> Non
 
 
 def run_demo(out: Path, quick: bool = False, data: Path | None = None, label_column: str | None = None,
-             device: str = "auto", progress: bool = True) -> Path:
-    """Run the demo into ``out`` (replaced if it holds an earlier demo)."""
+             device: str = "auto", progress: bool = True, overrides: list[str] | None = None,
+             plan: DemoPlan | None = None) -> Path:
+    """Run the demo into ``out`` (replaced if it holds an earlier demo).
+
+    Args:
+        quick: toy size (``QUICK``) instead of ``FULL``.
+        data: real data (any ``preprocess`` input) instead of the phantom cohort.
+        overrides: ``--set`` overrides of the demo's training config.
+        plan: explicit sizes (overrides ``quick``).
+    """
     from synthmed.generate.sample import load_run, sample
     from synthmed.train.loop import train
 
-    plan = QUICK if quick else FULL
+    plan = plan or (QUICK if quick else FULL)
     if data is not None and not data.exists():
         raise SynthmedError(f"--data {data}: does not exist")
     if out.exists():
@@ -81,7 +89,7 @@ def run_demo(out: Path, quick: bool = False, data: Path | None = None, label_col
         shutil.rmtree(out)
     out.mkdir(parents=True)
     prepared = _prepare(out, plan, data, label_column, progress)
-    cfg = load_config(plan.config, [f"train.device={device}"])
+    cfg = load_config(plan.config, [f"train.device={device}", *(overrides or [])])
     run_dir = train(cfg, prepared, out / "run", progress=progress)
     synth_dir = sample(run_dir, plan.n_samples, out / "synthetic", device=device, progress=progress)
     ds = load_prepared(prepared)
