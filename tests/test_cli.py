@@ -106,3 +106,55 @@ def load_step(path: Path) -> int:
         except Exception:  # noqa: BLE001 - racing the atomic rename is fine, try again
             time.sleep(0.1)
     return -1
+
+
+def _write_nifti(path: Path, data) -> None:
+    import nibabel as nib
+    import numpy as np
+
+    nib.save(nib.Nifti1Image(np.asarray(data, dtype=np.float32), np.diag([2.0, 2.0, 2.0, 1.0])), str(path))
+
+
+def _bad_input(kind: str, root: Path) -> list[str]:
+    import numpy as np
+
+    folder = root / "in"
+    folder.mkdir()
+    good = np.zeros((20, 20, 20))
+    good[5:15, 5:15, 5:15] = 100.0
+    labels = folder.parent / "labels.csv"
+    labels.write_text("subject_id,label\na,x\nb,y\n")
+    _write_nifti(folder / "a.nii.gz", good)
+    args = ["preprocess", str(folder), "--reader", "nifti", "--labels", str(labels), "--no-register", "--size", "32"]
+    if kind == "empty":
+        for p in folder.iterdir():
+            p.unlink()
+    elif kind == "corrupt":
+        (folder / "b.nii.gz").write_bytes(b"\x1f\x8b garbage")
+    elif kind == "4d":
+        _write_nifti(folder / "b.nii.gz", np.zeros((20, 20, 20, 3)))
+    elif kind == "nan":
+        bad = good.copy()
+        bad[0, 0, 0] = np.nan
+        _write_nifti(folder / "b.nii.gz", bad)
+    elif kind == "label_column":
+        _write_nifti(folder / "b.nii.gz", good)
+        args += ["--label-column", "diagnosis"]
+    elif kind == "unmatched_ids":
+        _write_nifti(folder / "b.nii.gz", good)
+        labels.write_text("subject_id,label\na,x\nb,y\nzz,x\n")
+    return args
+
+
+@pytest.mark.parametrize(("kind", "message"), [
+    ("empty", "in"), ("corrupt", "b.nii.gz"), ("4d", "b.nii.gz"), ("nan", "b.nii.gz"),
+    ("label_column", "diagnosis"), ("unmatched_ids", "zz"),
+])
+def test_preprocess_bad_input_is_one_clear_line(kind: str, message: str, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "prepared"
+    assert main([*_bad_input(kind, tmp_path), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("synthmed: error:") and message in err and "Traceback" not in err
+    assert len(err.splitlines()) == 1
+    assert not out.exists() or not any(out.iterdir())

@@ -47,3 +47,15 @@ def test_bench_writes_rows_and_csv(tmp_path: Path) -> None:
     assert rows[0]["sec_per_it"] > 0 and rows[0]["peak_mem_mb"] > 0 and rows[0]["n_params"] > 0
     assert list(next(csv.reader(open(out)))) == COLUMNS
     assert "| sngan | 16x16 | 2 |" in format_table(rows)
+
+
+@pytest.mark.slow
+def test_demo_on_real_bids_data(shared_data: Path, tmp_path: Path) -> None:
+    """`synthmed demo --data ../shared/data/ds002748-t1w-2mm --label-column group` (all 72 brains)."""
+    out = tmp_path / "demo_real"
+    plan = DemoPlan(n_per_class=0, size=32, config="demo_quick", n_samples=2)
+    run_demo(out, data=shared_data / "ds002748-t1w-2mm", label_column="group", plan=plan, progress=False,
+             overrides=["train.iterations=2"])
+    labels = list(csv.DictReader(open(out / "prepared" / "manifest.csv")))
+    assert len(labels) == 72 and {r["label_name"] for r in labels} == {"control", "depr"}
+    assert (out / "comparison.png").is_file()

@@ -36,10 +36,15 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def _cmd_preprocess(args: argparse.Namespace) -> int:
     from synthmed.data.preprocess import PreprocessOptions, run_preprocess
+    from synthmed.data.readers import detect_reader
 
+    size = args.size
+    if size is None:  # 64^3 for volumes (paper 000); native size for MedMNIST and 2D images
+        reader = args.reader if args.reader != "auto" else detect_reader(args.input)
+        size = None if reader in ("medmnist", "images") else 64
     opts = PreprocessOptions(
         input=Path(args.input), out=Path(args.out), reader=args.reader, labels_csv=args.labels,
-        id_column=args.id_column, label_column=None if args.unlabelled else args.label_column, size=args.size,
+        id_column=args.id_column, label_column=None if args.unlabelled else args.label_column, size=size,
         spacing=args.spacing, register=not args.no_register, trim_background=not args.no_trim, n_folds=args.folds,
         test_fraction=args.test_fraction, seed=args.seed, workers=args.workers, progress=not args.no_progress,
     )
@@ -105,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--id-column", default="subject_id", help="subject id column of --labels")
     s.add_argument("--label-column", default="label", help="label column of participants.tsv (BIDS) or --labels")
     s.add_argument("--unlabelled", action="store_true", help="ignore labels")
-    s.add_argument("--size", type=int, default=64, help="target grid edge length (default 64; 3D 32..256)")
+    s.add_argument("--size", type=int, default=None,
+                   help="target grid edge length (default: 64 for volumes, 3D 32..256; native for MedMNIST/2D images)")
     s.add_argument("--spacing", type=float, default=2.0, help="resampling spacing in mm for 3D (default 2)")
     s.add_argument("--no-register", action="store_true", help="skip affine registration to MNI152")
     s.add_argument("--no-trim", action="store_true", help="keep background-only slices")

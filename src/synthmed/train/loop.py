@@ -24,7 +24,7 @@ from synthmed import __version__
 from synthmed.config import RunConfig, dump_config, make_augment
 from synthmed.data.prepared import PreparedDataset, load_prepared
 from synthmed.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
-from synthmed.io_utils import write_json_atomic, write_text_atomic
+from synthmed.io_utils import sha256_file, write_json_atomic, write_text_atomic
 from synthmed.models.base import ModelFamily, get_family
 from synthmed.train import distributed as D
 from synthmed.train.checkpoint import (
@@ -65,6 +65,7 @@ def data_summary(ds: PreparedDataset, rows: np.ndarray, cfg: RunConfig) -> dict[
     return {
         "path": str(ds.root.resolve()),
         "images_sha256": ds.meta.get("images_sha256"),
+        "splits_sha256": sha256_file(ds.root / "splits.json") if (ds.root / "splits.json").is_file() else None,
         "spatial_dims": ds.spatial_dims,
         "shape": list(ds.shape),
         "spacing": ds.meta.get("spacing"),
@@ -135,7 +136,7 @@ def _write_run_files(sess: Session, resume: bool, start: int) -> None:
     write_json_atomic(run.data_json, data_summary(sess.data, sess.rows, sess.cfg))
     prev = json.loads(run.run_json.read_text()) if resume and run.run_json.is_file() else {}
     prev.update({
-        "synthmed_version": __version__, "torch_version": torch.__version__, "python": platform.python_version(),
+        "synthmed_version": __version__, "git_commit": _git_commit(), "torch_version": torch.__version__, "python": platform.python_version(),
         "command": sys.argv, "device": str(sess.device), "world_size": sess.info.world_size,
         "model": sess.cfg.model.name, "seed": sess.cfg.train.seed, "status": "running",
     })
@@ -144,6 +145,18 @@ def _write_run_files(sess: Session, resume: bool, start: int) -> None:
     if resume:
         prev["resumed_at_steps"].append(start)
     write_json_atomic(run.run_json, prev)
+
+
+def _git_commit() -> str | None:
+    """The source checkout's commit, when synthmed runs from a git checkout (None otherwise)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
 
 
 def _set_status(run: RunFolder, **fields: Any) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from synthmed.errors import DataError
+
 
 class IndexStream:
     """Endless shuffled passes over ``n`` items; each pass is a seeded permutation.
@@ -19,7 +21,7 @@ class IndexStream:
 
     def __init__(self, n: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
         if n < world_size:
-            raise ValueError(f"{n} training items cannot be shared by {world_size} processes")
+            raise DataError(f"{n} training images cannot be shared by {world_size} processes")
         self.n, self.seed, self.rank, self.world = n, seed, rank, world_size
         self.epoch, self.pos = 0, 0
         self._perm = self._make_perm()
