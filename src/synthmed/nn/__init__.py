@@ -1,6 +1,6 @@
 """synthmed.nn: dimension-generic layers and the size-to-stages arithmetic shared by all networks."""
 
-from synthmed.nn.blocks import ShuffleConv
+from synthmed.nn.blocks import ShuffleConv, check_image_shape, down_stack
 from synthmed.nn.factories import (
     PixelShuffleND,
     batch_norm,
@@ -17,8 +17,10 @@ __all__ = [
     "PixelShuffleND",
     "ShuffleConv",
     "batch_norm",
+    "check_image_shape",
     "check_spatial_dims",
     "conv",
+    "down_stack",
     "expand_size",
     "icnr_",
     "maybe_spectral_norm",

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
-from synthmed.nn.factories import PixelShuffleND, check_spatial_dims, conv, icnr_
+from synthmed.nn.factories import (
+    PixelShuffleND,
+    batch_norm,
+    check_spatial_dims,
+    conv,
+    icnr_,
+    maybe_spectral_norm,
+)
 
 
 class ShuffleConv(nn.Module):
@@ -62,3 +71,41 @@ class ShuffleConv(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.shuffle(self.conv(x))
+
+
+def down_stack(spatial_dims: int, in_channels: int, channels: Sequence[int], *, negative_slope: float = 0.2,
+               batch_norm_after_first: bool = False, bias: bool = False,
+               spectral_norm: bool = False) -> list[nn.Module]:
+    """Stride-2 4^d convolutions (padding 1), each halving the grid, with LeakyReLU.
+
+    The shared down-sampling path of the SN-GAN discriminator (paper 000 Fig. S3: spectral norm, no
+    bias, no normalisation) and the alpha-SN-GAN encoder (Fig. S4: bias, BatchNorm after every conv
+    but the first).
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels: input channels.
+        channels: output channels of each conv, finest first.
+        negative_slope: LeakyReLU slope.
+        batch_norm_after_first: BatchNorm after every conv except the first.
+        bias: convs with bias.
+        spectral_norm: spectrally normalise every conv.
+
+    Returns:
+        The layers, for an ``nn.Sequential``.
+    """
+    layers: list[nn.Module] = []
+    for i, (c_in, c_out) in enumerate(zip([in_channels, *channels[:-1]], channels, strict=True)):
+        layers.append(maybe_spectral_norm(conv(spatial_dims, c_in, c_out, 4, stride=2, padding=1, bias=bias),
+                                          spectral_norm))
+        if batch_norm_after_first and i > 0:
+            layers.append(batch_norm(spatial_dims, c_out))
+        layers.append(nn.LeakyReLU(negative_slope))
+    return layers
+
+
+def check_image_shape(x: Tensor, channels: int, size: Sequence[int]) -> None:
+    """ValueError unless ``x`` is (B, channels, *size)."""
+    if tuple(x.shape[1:]) != (channels, *size):
+        raise ValueError(f"expected input of shape (B, {channels}, {', '.join(map(str, size))}), "
+                         f"got {tuple(x.shape)}")

@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from synthmed.nn import (
-    batch_norm,
+    check_image_shape,
     check_spatial_dims,
     conv,
+    down_stack,
     expand_size,
     maybe_spectral_norm,
     plan_resolution,
@@ -61,22 +62,14 @@ class AlphaEncoder(nn.Module):
         self.in_channels = in_channels
         self.latent_dim = latent_dim
         channels = stage_channels(self.n_stages, base_channels, max_channels)[::-1]
-        layers: list[nn.Module] = []
-        for i, (c_in, c_out) in enumerate(zip([in_channels, *channels[:-1]], channels, strict=True)):
-            layers.append(conv(spatial_dims, c_in, c_out, 4, stride=2, padding=1, bias=True))
-            if i > 0:
-                layers.append(batch_norm(spatial_dims, c_out))
-            layers.append(nn.LeakyReLU(negative_slope))
+        layers = down_stack(spatial_dims, in_channels, channels, negative_slope=negative_slope,
+                            batch_norm_after_first=True, bias=True)
         layers.append(conv(spatial_dims, channels[-1], latent_dim, self.start_shape, bias=True))
         self.body = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
         """Encode images (B, in_channels, *size) to codes (B, latent_dim)."""
-        if tuple(x.shape[1:]) != (self.in_channels, *self.size):
-            raise ValueError(
-                f"expected input of shape (B, {self.in_channels}, {', '.join(map(str, self.size))}), "
-                f"got {tuple(x.shape)}"
-            )
+        check_image_shape(x, self.in_channels, self.size)
         return self.body(x).reshape(x.shape[0], self.latent_dim)
 
 

@@ -17,8 +17,10 @@ from torch import Tensor, nn
 from synthmed.nn import (
     ShuffleConv,
     batch_norm,
+    check_image_shape,
     check_spatial_dims,
     conv,
+    down_stack,
     expand_size,
     maybe_spectral_norm,
     plan_resolution,
@@ -139,22 +141,15 @@ class SNGANDiscriminator(nn.Module):
         self.start_shape, self.n_stages = plan_resolution(self.size, spatial_dims)
         self.in_channels = in_channels
         channels = stage_channels(self.n_stages, base_channels, max_channels)[::-1]
-        layers: list[nn.Module] = []
-        for c_in, c_out in zip([in_channels, *channels[:-1]], channels, strict=True):
-            layer = conv(spatial_dims, c_in, c_out, 4, stride=2, padding=1, bias=False)
-            layers += [maybe_spectral_norm(layer, spectral_norm), nn.LeakyReLU(negative_slope)]
-        self.body = nn.Sequential(*layers)
+        self.body = nn.Sequential(*down_stack(spatial_dims, in_channels, channels, negative_slope=negative_slope,
+                                              spectral_norm=spectral_norm))
         self.feature_channels = channels[-1]
         head = conv(spatial_dims, self.feature_channels, 1, self.start_shape, bias=False)
         self.head = maybe_spectral_norm(head, spectral_norm)
 
     def features(self, x: Tensor) -> Tensor:
         """The last hidden map: (B, in_channels, *size) -> (B, feature_channels, *start_shape)."""
-        if tuple(x.shape[1:]) != (self.in_channels, *self.size):
-            raise ValueError(
-                f"expected input of shape (B, {self.in_channels}, {', '.join(map(str, self.size))}), "
-                f"got {tuple(x.shape)}"
-            )
+        check_image_shape(x, self.in_channels, self.size)
         return self.body(x)
 
     def forward(self, x: Tensor) -> Tensor:
