@@ -158,3 +158,20 @@ def test_preprocess_bad_input_is_one_clear_line(kind: str, message: str, tmp_pat
     assert err.startswith("synthmed: error:") and message in err and "Traceback" not in err
     assert len(err.splitlines()) == 1
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_download_medmnist_command_without_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """The downloader is exercised against a file:// 'mirror' the test writes; no network is used."""
+    import numpy as np
+
+    from synthmed.data import medmnist
+
+    src = tmp_path / "mirror.npz"
+    arrays = {f"{s}_images": np.zeros((2, 28, 28), np.uint8) for s in ("train", "val", "test")}
+    arrays.update({f"{s}_labels": np.zeros((2, 1), np.uint8) for s in ("train", "val", "test")})
+    np.savez(src, **arrays)
+    monkeypatch.setattr(medmnist, "medmnist_url", lambda flag, size=None: src.as_uri())
+    assert main(["download-medmnist", "breastmnist", "--out", str(tmp_path / "dl")]) == 0
+    assert (tmp_path / "dl" / "breastmnist.npz").is_file()
+    assert "downloaded" in capsys.readouterr().out

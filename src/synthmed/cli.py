@@ -53,6 +53,14 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_download_medmnist(args: argparse.Namespace) -> int:
+    from synthmed.data.medmnist import download_medmnist
+
+    path = download_medmnist(args.flag, args.size, Path(args.out))
+    print(f"downloaded {path}")
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from synthmed.config import load_config
     from synthmed.train.loop import train
@@ -121,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=1, help="processes for per-subject 3D steps")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=_cmd_preprocess)
+
+    s = sub.add_parser("download-medmnist", help="fetch an official MedMNIST .npz (needs internet; MD5-checked)")
+    s.add_argument("flag", help="dataset flag, e.g. adrenalmnist3d, breastmnist")
+    s.add_argument("--size", type=int, default=None, help="28 (default), 64, 128 or 224 (MedMNIST+)")
+    s.add_argument("--out", required=True, help="folder to write the .npz into")
+    s.set_defaults(func=_cmd_download_medmnist)
 
     s = sub.add_parser("train", help="train a generative model on a prepared dataset")
     s.add_argument("config", help="YAML path or shipped config name (see `synthmed list`)")
