@@ -52,18 +52,20 @@ def _prepare(out: Path, plan: DemoPlan, data: Path | None, label_column: str | N
     return run_preprocess(opts)
 
 
-def write_comparison(real: np.ndarray, synthetic: np.ndarray, path: Path) -> None:
+def write_comparison(real: np.ndarray, synthetic: np.ndarray, path: Path,
+                     spacing: list[float] | None = None) -> None:
     """A PNG with real images in the top half and synthetic ones in the bottom half.
 
     Args:
         real, synthetic: (N, 1, *spatial) in [-1, 1]; the first 8 of each are shown.
+        spacing: voxel size per axis, to draw the slices in physical proportions.
     """
     from synthmed.data.preview import save_slice_grid
 
     n = min(8, len(real), len(synthetic))
     both = np.concatenate([np.asarray(real[:n], dtype=np.float32), np.asarray(synthetic[:n], dtype=np.float32)])
     save_slice_grid(both, path, titles=[f"real {i}" for i in range(n)] + [f"synthetic {i}" for i in range(n)],
-                    ncols=4 if both.ndim == 5 else 8)
+                    ncols=4 if both.ndim == 5 else 8, spacing=spacing)
 
 
 def run_demo(out: Path, quick: bool = False, data: Path | None = None, label_column: str | None = None,
@@ -97,6 +99,7 @@ def run_demo(out: Path, quick: bool = False, data: Path | None = None, label_col
     from synthmed.generate.sample import generate_batch
 
     synthetic = generate_batch(run, list(range(plan.n_samples)))
-    write_comparison(np.asarray(ds.images[: plan.n_samples]), synthetic, out / "comparison.png")
+    write_comparison(np.asarray(ds.images[: plan.n_samples]), synthetic, out / "comparison.png",
+                     spacing=ds.meta.get("spacing"))
     (out / "demo.done").write_text(f"prepared={prepared}\nrun={run_dir}\nsynthetic={synth_dir}\n")
     return out

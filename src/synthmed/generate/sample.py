@@ -125,7 +125,7 @@ def _write_samples(run: LoadedRun, n: int, tmp: Path, seed: int, batch_size: int
             rows.append({"file": name, "label": "", "label_name": "", "seed": s})
         if len(preview) < 8:
             preview.extend(imgs[: 8 - len(preview)])
-    save_slice_grid(np.stack(preview), tmp / "preview.png")
+    save_slice_grid(np.stack(preview), tmp / "preview.png", spacing=run.data.get("spacing"))
     return rows
 
 

@@ -177,7 +177,7 @@ def _preview(sess: Session, step_no: int) -> None:
     with torch.no_grad():
         x = sess.family.generate(sess.nets, z).float().cpu().numpy()
     gen.train(was)
-    save_slice_grid(x, sess.run.samples / f"step_{step_no:07d}.png")
+    save_slice_grid(x, sess.run.samples / f"step_{step_no:07d}.png", spacing=sess.data.meta.get("spacing"))
 
 
 def _check_finite(sums: dict[str, torch.Tensor], count: int, step_no: int, sess: Session) -> dict[str, float]:
