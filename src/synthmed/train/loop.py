@@ -255,6 +255,10 @@ def _train(cfg: RunConfig, data_dir: Path, out: Path, resume: bool, progress: bo
                 _preview(sess, it)
             if it % tc.checkpoint_every == 0 or last:
                 _save(sess, it)
+    except KeyboardInterrupt:
+        if info.is_main:
+            _set_status(sess.run, status="interrupted")
+        raise
     finally:
         bar.close()
         if logger:
