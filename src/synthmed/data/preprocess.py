@@ -42,7 +42,6 @@ from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
-from tqdm import tqdm
 
 from synthmed.data.prepared import Record, write_prepared
 from synthmed.data.readers import RawSubject, detect_reader, natural_key
@@ -65,6 +64,7 @@ from synthmed.data.registration import (
 from synthmed.data.splits import make_splits
 from synthmed.data.template import Template, load_template
 from synthmed.errors import ConfigError, DataError
+from synthmed.progress import progress as progress_bar
 from synthmed.registry import READERS
 
 log = logging.getLogger(__name__)
@@ -245,14 +245,14 @@ def _init_worker(threads: int) -> None:
 def _map(fn: Callable[[Any], Any], jobs: list[Any], workers: int, desc: str, progress: bool) -> Iterator[Any]:
     bar = dict(total=len(jobs), desc=desc, unit="subj", disable=not progress)
     if workers <= 1 or len(jobs) <= 1:
-        yield from tqdm(map(fn, jobs), **bar)
+        yield from progress_bar(map(fn, jobs), **bar)
         return
     threads = max(1, (os.cpu_count() or 1) // workers)
     import multiprocessing as mp
 
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                              initargs=(threads,)) as ex:
-        yield from tqdm(ex.map(fn, jobs), **bar)
+        yield from progress_bar(ex.map(fn, jobs), **bar)
 
 
 # ------------------------------------------------------------------------------ pipelines
@@ -303,7 +303,7 @@ def _prepare_2d(subjects: list[RawSubject], opts: PreprocessOptions) -> tuple[np
     if opts.size is None and len({d for sh in shapes for d in sh}) > 1:
         raise ConfigError(f"images are not square {sorted(shapes)[0]}; choose an output size with --size")
     out = np.empty((len(subjects), 1, size, size), dtype=np.float32)
-    for i, s in enumerate(tqdm(subjects, desc="images", unit="img", disable=not opts.progress)):
+    for i, s in enumerate(progress_bar(subjects, desc="images", unit="img", disable=not opts.progress)):
         img = resize_images(np.asarray(s.array, dtype=np.float32)[None], size)[0]
         out[i, 0] = clip_and_rescale(img, opts.clip_quantiles, None, s.source)
     sp = [float(next(iter(shapes))[k]) / size for k in (0, 1)] if len(shapes) == 1 else [1.0, 1.0]

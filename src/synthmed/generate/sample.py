@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from synthmed import __version__
 from synthmed.config import RunConfig, load_config
@@ -25,6 +24,7 @@ from synthmed.errors import DataError, SynthmedError
 from synthmed.generate.writers import write_nifti, write_png
 from synthmed.io_utils import sha256_file, write_json_atomic
 from synthmed.models.base import ModelFamily, get_family
+from synthmed.progress import progress as progress_bar
 from synthmed.train.checkpoint import RunFolder, check_compatible, load_checkpoint, load_nets
 from synthmed.train.distributed import DistInfo, resolve_device
 
@@ -113,7 +113,7 @@ def _write_samples(run: LoadedRun, n: int, tmp: Path, seed: int, batch_size: int
     affine = np.asarray(run.data["affine"], dtype=np.float64)
     rows: list[dict[str, Any]] = []
     preview: list[np.ndarray] = []
-    for start in tqdm(range(0, n, batch_size), disable=not progress, desc="sample", unit="batch"):
+    for start in progress_bar(range(0, n, batch_size), disable=not progress, desc="sample", unit="batch"):
         seeds = [seed + i for i in range(start, min(n, start + batch_size))]
         imgs = generate_batch(run, seeds)
         for s, img in zip(seeds, imgs, strict=True):

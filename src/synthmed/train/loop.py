@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 import synthmed.augment  # noqa: F401  (fills AUGMENTS)
 from synthmed import __version__
@@ -26,6 +25,7 @@ from synthmed.data.prepared import PreparedDataset, load_prepared
 from synthmed.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from synthmed.io_utils import sha256_file, write_json_atomic, write_text_atomic
 from synthmed.models.base import ModelFamily, get_family
+from synthmed.progress import progress as progress_bar
 from synthmed.train import distributed as D
 from synthmed.train.checkpoint import (
     RunFolder,
@@ -232,8 +232,8 @@ def _train(cfg: RunConfig, data_dir: Path, out: Path, resume: bool, progress: bo
     D.barrier(info)
     sums: dict[str, torch.Tensor] = {}
     count, t0 = 0, time.perf_counter()
-    bar = tqdm(total=tc.iterations, initial=start, disable=not (progress and info.is_main), desc="train",
-               unit="it", dynamic_ncols=True)
+    bar = progress_bar(total=tc.iterations, initial=start, disable=not (progress and info.is_main), desc="train",
+                      unit="it")
     try:
         for it in range(start + 1, tc.iterations + 1):
             idx = sess.stream.next(tc.batch_size)
