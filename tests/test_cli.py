@@ -28,7 +28,8 @@ def run_cli(*args: str, timeout: int = 240) -> subprocess.CompletedProcess[str]:
 def test_list_prints_every_registry(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    for word in ("models:", "sngan", "alpha_sngan", "losses:", "hinge", "augmentations:", "diffaugment",
+    for word in ("models:", "sngan", "alpha_sngan", "losses:", "hinge", "augmentations:", "diffaugment", "extractors:",
+                 "medicalnet-resnet50", "indomain-ae", "metrics:", "fid", "density_coverage",
                  "readers:", "shipped configs:", "demo_quick"):
         assert word in out
 

@@ -24,10 +24,11 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
     regs = all_registries()
     regs["training steps"] = STEPS
+    width = max(len(n) for reg in regs.values() for n in reg.names()) + 2
     for title, reg in regs.items():
         print(f"{title}:")
         for name in reg.names():
-            print(f"  {name:<16} {reg.describe(name)}")
+            print(f"  {name:<{width}}{reg.describe(name)}")
     print("shipped configs:")
     for name in shipped_configs():
         print(f"  {name}")

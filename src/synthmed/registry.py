@@ -78,6 +78,8 @@ LOSSES: Registry[Any] = Registry("loss")
 AUGMENTS: Registry[Any] = Registry("augmentation")
 #: Input readers for ``synthmed preprocess``.
 READERS: Registry[Any] = Registry("reader")
+#: Metrics on feature vectors or images (``synthmed.metrics``).
+METRICS: Registry[Any] = Registry("metric")
 
 
 def all_registries() -> dict[str, Registry[Any]]:
@@ -85,6 +87,9 @@ def all_registries() -> dict[str, Registry[Any]]:
     import synthmed.augment  # noqa: F401
     import synthmed.data  # noqa: F401
     import synthmed.losses  # noqa: F401
+    import synthmed.metrics  # noqa: F401
     import synthmed.models  # noqa: F401
+    from synthmed.features.base import EXTRACTORS
 
-    return {"models": MODELS, "losses": LOSSES, "augmentations": AUGMENTS, "readers": READERS}
+    return {"models": MODELS, "losses": LOSSES, "augmentations": AUGMENTS, "readers": READERS,
+            "extractors": EXTRACTORS, "metrics": METRICS}
