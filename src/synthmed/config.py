@@ -54,6 +54,17 @@ class TrainConfig:
     n_preview: int = 8
     divergence_threshold: float = 1.0e4
     num_workers: int = 0
+    #: FID during training (paper 004 S.3): every N iterations (0 = off), against the training images
+    fid_every: int = 0
+    fid_extractor: str = "indomain-ae"
+    #: extractor weights; empty with ``indomain-ae`` trains one on the training images first
+    fid_weights: str = ""
+    #: synthetic samples per evaluation (0 = as many as training images)
+    fid_samples: int = 0
+    fid_extractor_iterations: int = 500
+    fid_min_iterations: int = 0
+    #: stop after this many evaluations without improvement (0 = never stop early)
+    fid_patience: int = 2
 
 
 @dataclass
@@ -300,6 +311,15 @@ def _check_train(t: TrainConfig) -> None:
     for key in positive:
         if getattr(t, key) < 1:
             raise ConfigError(f"config key 'train.{key}': expected a positive integer, got {getattr(t, key)}")
+    for key in ("fid_every", "fid_samples", "fid_min_iterations", "fid_patience", "num_workers"):
+        if getattr(t, key) < 0:
+            raise ConfigError(f"config key 'train.{key}': expected a non-negative integer, got {getattr(t, key)}")
+    if t.fid_every:
+        from synthmed.features.base import EXTRACTORS
+
+        if t.fid_extractor not in EXTRACTORS and not t.fid_extractor.startswith("planes:"):
+            raise ConfigError(f"config key 'train.fid_extractor': unknown extractor {t.fid_extractor!r}; "
+                              f"expected one of: {', '.join(EXTRACTORS.names())}")
     if not t.lr > 0:
         raise ConfigError(f"config key 'train.lr': expected a positive number, got {t.lr}")
     if not all(0 <= b < 1 for b in t.betas):

@@ -58,6 +58,7 @@ class Session:
     info: D.DistInfo
     device: torch.device
     rows: np.ndarray
+    fid: Any = None  # FIDMonitor on rank 0 when train.fid_every > 0
 
 
 def data_summary(ds: PreparedDataset, rows: np.ndarray, cfg: RunConfig) -> dict[str, Any]:
@@ -98,20 +99,21 @@ def _build(cfg: RunConfig, data_dir: Path, out_dir: Path, info: D.DistInfo) -> S
     return Session(cfg, family, ds, images, raw, step, stream, RunFolder(out_dir), info, device, rows)
 
 
-def _save(sess: Session, step_no: int) -> None:
+def _save(sess: Session, step_no: int, path: Path | None = None) -> None:
     states = D.gather_objects(rng_state(), sess.info)
     if sess.info.is_main:
         ds = sess.data
-        save_checkpoint(sess.run.last, model=sess.cfg.model.name, params=sess.cfg.model.params,
+        save_checkpoint(path or sess.run.last, model=sess.cfg.model.name, params=sess.cfg.model.params,
                         spatial_dims=ds.spatial_dims, shape=ds.shape, step=step_no, nets=sess.nets,
                         extra={"optim": sess.step.state_dict(), "stream": sess.stream.state_dict(),
                                "rng": states, "world_size": sess.info.world_size,
                                "data_sha256": ds.meta.get("images_sha256"),
+                               "fid_state": sess.fid.state.to_dict() if sess.fid else None,
                                "config": sess.cfg.to_dict()})
     D.barrier(sess.info)
 
 
-def _restore(sess: Session) -> int:
+def _restore(sess: Session) -> tuple[int, dict[str, Any]]:
     path = sess.run.last
     ckpt = load_checkpoint(path)
     ds = sess.data
@@ -124,7 +126,7 @@ def _restore(sess: Session) -> int:
     sess.step.load_state_dict(ckpt["optim"])
     sess.stream.load_state_dict(ckpt["stream"])
     set_rng_state(ckpt["rng"][sess.info.rank])
-    return int(ckpt["step"])
+    return int(ckpt["step"]), ckpt
 
 
 def _write_run_files(sess: Session, resume: bool, start: int) -> None:
@@ -223,17 +225,20 @@ def train(cfg: RunConfig, data_dir: str | Path, out_dir: str | Path, resume: boo
 
 def _train(cfg: RunConfig, data_dir: Path, out: Path, resume: bool, progress: bool, info: D.DistInfo) -> Path:
     sess = _build(cfg, data_dir, out, info)
-    start = _restore(sess) if resume else 0
+    start, ckpt = _restore(sess) if resume else (0, {})
     tc = cfg.train
     logger = None
     if info.is_main:
         _write_run_files(sess, resume, start)
         logger = MetricsLogger(sess.run.metrics_csv, sess.run.logs, start)
+        if tc.fid_every:
+            sess.fid = _make_fid_monitor(sess, progress, ckpt.get("fid_state"), start)
     D.barrier(info)
     sums: dict[str, torch.Tensor] = {}
     count, t0 = 0, time.perf_counter()
     bar = progress_bar(total=tc.iterations, initial=start, disable=not (progress and info.is_main), desc="train",
                       unit="it")
+    it, stop = start, False
     try:
         for it in range(start + 1, tc.iterations + 1):
             idx = sess.stream.next(tc.batch_size)
@@ -244,17 +249,22 @@ def _train(cfg: RunConfig, data_dir: Path, out: Path, resume: bool, progress: bo
             count += 1
             bar.update(1)
             last = it == tc.iterations
-            if it % tc.log_every == 0 or it % tc.checkpoint_every == 0 or last:
+            fid_now = tc.fid_every > 0 and it % tc.fid_every == 0
+            if it % tc.log_every == 0 or it % tc.checkpoint_every == 0 or last or fid_now:
                 vals = _check_finite(sums, count, it, sess)
                 vals["sec_per_it"] = (time.perf_counter() - t0) / count
                 if logger:
                     logger.log(it, vals)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in list(vals.items())[:3]})
                 sums, count, t0 = {}, 0, time.perf_counter()
+            stop = _evaluate_fid(sess, it, logger) if fid_now else False
+            last = last or stop
             if info.is_main and (it % tc.sample_every == 0 or last):
                 _preview(sess, it)
             if it % tc.checkpoint_every == 0 or last:
                 _save(sess, it)
+            if stop:
+                break
     except KeyboardInterrupt:
         if info.is_main:
             _set_status(sess.run, status="interrupted")
@@ -265,11 +275,38 @@ def _train(cfg: RunConfig, data_dir: Path, out: Path, resume: bool, progress: bo
             logger.close()
     digests = D.gather_objects(_param_digest(sess.nets), info)
     if info.is_main:
-        _set_status(sess.run, status="finished", finished=time.strftime("%Y-%m-%dT%H:%M:%S"), step=tc.iterations,
-                    replica_param_sha256=digests)
+        fid_info = {"best_fid": sess.fid.state.best, "best_fid_step": sess.fid.state.best_step} if sess.fid else {}
+        _set_status(sess.run, status="stopped_early" if stop else "finished",
+                    finished=time.strftime("%Y-%m-%dT%H:%M:%S"), step=it, replica_param_sha256=digests, **fid_info)
     if len(set(digests)) > 1:
         raise TrainingDiverged(f"the {info.world_size} DDP replicas ended with different weights: {digests}")
     return out
+
+
+def _make_fid_monitor(sess: Session, progress: bool, state: dict[str, Any] | None, start: int) -> Any:
+    from synthmed.train.fid_monitor import FIDMonitor, FIDState, build_fid_extractor
+
+    tc, real = sess.cfg.train, sess.images.numpy()
+    extractor = build_fid_extractor(tc, real, sess.run.root, sess.device, progress)
+    monitor = FIDMonitor(tc, sess.family, sess.cfg.model.params, sess.nets, real, extractor,
+                         sess.run.root / "fid.csv", sess.device)
+    monitor.state = FIDState.from_dict(state)
+    monitor.truncate_csv(start)
+    return monitor
+
+
+def _evaluate_fid(sess: Session, step_no: int, logger: MetricsLogger | None) -> bool:
+    """FID on rank 0; every rank learns whether it improved (best checkpoint) and whether to stop."""
+    decision = (False, False)
+    if sess.info.is_main:
+        value, improved = sess.fid.evaluate(step_no)
+        if logger:
+            logger.tb.add_scalar("eval/fid", value, step_no)
+        decision = (improved, sess.fid.should_stop(step_no))
+    improved, stop = D.broadcast_object(decision, sess.info)
+    if improved:
+        _save(sess, step_no, sess.run.checkpoints / "best.pt")
+    return bool(stop)
 
 
 def _param_digest(nets: dict[str, torch.nn.Module]) -> str:
