@@ -20,11 +20,9 @@ from synthmed.report import (
     Table,
     Text,
     default_axial_slices,
-    embedding_figure,
     find_chromium,
     format_ci,
     format_value,
-    nearest_neighbour_figure,
     read_metrics_csv,
     render_screenshot,
     slice_comparison_figure,
@@ -65,7 +63,7 @@ def _full_report(tmp_path: Path) -> Report:
 def test_report_all_blocks_self_contained(tmp_path: Path) -> None:
     html_path = write_report(_full_report(tmp_path), tmp_path / "out")
     assert html_path == tmp_path / "out" / "report.html"
-    text = html_path.read_text()
+    text = html_path.read_text(encoding="utf-8")
     assert text.startswith("<!DOCTYPE html>") and "</html>" in text
     assert 'src="http' not in text and "<link" not in text and "<script" not in text
     assert "url(" not in text and "@import" not in text
@@ -80,7 +78,7 @@ def test_report_all_blocks_self_contained(tmp_path: Path) -> None:
 
 
 def test_html_escaping(tmp_path: Path) -> None:
-    text = write_report(_full_report(tmp_path), tmp_path / "out").read_text()
+    text = write_report(_full_report(tmp_path), tmp_path / "out").read_text(encoding="utf-8")
     assert "<script>alert(1)</script>" not in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
     assert "<title>Cohort &lt;b&gt;report&lt;/b&gt;</title>" in text
@@ -90,7 +88,7 @@ def test_html_escaping(tmp_path: Path) -> None:
 def test_metrics_json_round_trips_tables(tmp_path: Path) -> None:
     rep = _full_report(tmp_path)
     write_report(rep, tmp_path / "out")
-    data = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    data = json.loads((tmp_path / "out" / "metrics.json").read_text(encoding="utf-8"))
     assert data["title"] == rep.title
     blocks = data["sections"][0]["blocks"]
     assert [b["type"] for b in blocks] == ["key_values", "table"]
@@ -183,22 +181,6 @@ def test_training_curves_from_csv(tmp_path: Path) -> None:
         training_curves_figure(run, tmp_path / "c3.png", columns=["missing"])
 
 
-def test_embedding_and_nearest_neighbour_figures(tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
-    a, b = rng.normal(size=(20, 8)), rng.normal(0.5, 1, size=(15, 8))
-    for method in ("pca", "mds"):
-        p = embedding_figure(a, b, tmp_path / f"{method}.png", method=method, title="resnet10 features")
-        assert Image.open(p).format == "PNG"
-    with pytest.raises(ValueError, match="method"):
-        embedding_figure(a, b, tmp_path / "x.png", method="tsne")
-    real = _blob_volumes(4, 8, [0, 1, 0, 1])
-    syn = real[[1, 2]] + 0.01
-    nn = nearest_neighbour_figure(syn, real, tmp_path / "nn.png")
-    with Image.open(nn) as im:
-        assert im.format == "PNG" and im.size[1] > 2 * 16
-    nearest_neighbour_figure(syn, real, tmp_path / "nn2.png", neighbours=[1, 2], distances=[0.1, 0.2])
-
-
 def test_report_with_figures_and_screenshot(tmp_path: Path) -> None:
     """End to end: figures into a report; rendered by headless Chromium where one is installed."""
     real = _blob_volumes(2, 16, [0, 1])
@@ -234,7 +216,7 @@ def test_render_screenshot_command(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     html_path = write_report(Report("r"), tmp_path / "out")
     shot = render_screenshot(html_path, tmp_path / "shots" / "s.png", width=640, height=480)
     assert shot == tmp_path / "shots" / "s.png" and Image.open(shot).size == (8, 8)
-    argv = json.loads(log.read_text())
+    argv = json.loads(log.read_text(encoding="utf-8"))
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--window-size=640,480"):

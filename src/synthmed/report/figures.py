@@ -9,7 +9,6 @@ is drawn.
 from __future__ import annotations
 
 import csv
-import inspect
 import math
 import os
 from collections.abc import Sequence
@@ -24,8 +23,6 @@ from synthmed.io_utils import atomic_path
 __all__ = [
     "PAPER_AXIAL_SLICES_64",
     "default_axial_slices",
-    "embedding_figure",
-    "nearest_neighbour_figure",
     "read_metrics_csv",
     "slice_comparison_figure",
     "training_curves_figure",
@@ -174,7 +171,7 @@ def read_metrics_csv(metrics_csv: str | os.PathLike[str]) -> tuple[np.ndarray, d
     p = p / "metrics.csv" if p.is_dir() else p
     if not p.is_file():
         raise FileNotFoundError(f"no metrics.csv at {p}")
-    with open(p, newline="") as f:
+    with open(p, newline="", encoding="utf-8") as f:
         rows = [row for row in csv.reader(f) if row]
     if len(rows) < 2 or rows[0][0].strip() != "step":
         raise ValueError(f"{p}: expected a header starting with 'step' and at least one data row")
@@ -221,91 +218,3 @@ def training_curves_figure(metrics_csv: str | os.PathLike[str], path: str | os.P
     for ax in list(axes.flat)[len(names):]:
         ax.set_visible(False)
     return _save_figure(fig, path)
-
-
-def _embed_2d(x: np.ndarray, method: str, seed: int) -> tuple[np.ndarray, str]:
-    """(N, 2) embedding of (N, D) features and axis-label prefix."""
-    if method == "pca":
-        xc = x - x.mean(0)
-        _, sv, vt = np.linalg.svd(xc, full_matrices=False)
-        var = sv**2 / max((sv**2).sum(), 1e-12)
-        coords = xc @ vt[:2].T
-        if coords.shape[1] < 2:
-            coords = np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
-        return coords, f"PC ({100 * var[0]:.0f}% / {100 * var[1] if len(var) > 1 else 0:.0f}% var)"
-    if method == "mds":
-        from sklearn.manifold import MDS
-
-        kw: dict[str, Any] = {"n_components": 2, "random_state": seed, "n_init": 1}
-        if "init" in inspect.signature(MDS).parameters:  # newer scikit-learn warns without it
-            kw["init"] = "classical_mds"
-        return MDS(**kw).fit_transform(x), "MDS"
-    raise ValueError(f"method must be 'pca' or 'mds', got {method!r}")
-
-
-def embedding_figure(real_features: np.ndarray, synthetic_features: np.ndarray,
-                     path: str | os.PathLike[str], method: str = "pca", title: str = "",
-                     seed: int = 0) -> Path:
-    """Scatter real and synthetic features in a shared 2D PCA or metric-MDS embedding.
-
-    Args:
-        real_features: (N, D) features of real images.
-        synthetic_features: (M, D) features of synthetic images (same feature space).
-        path: output PNG (written atomically).
-        method: ``"pca"`` or ``"mds"`` (scikit-learn metric MDS on Euclidean distances).
-        title: plot title (name the feature space here).
-        seed: random state for MDS.
-
-    Returns:
-        The written path.
-    """
-    a = np.asarray(real_features, np.float64).reshape(len(real_features), -1)
-    b = np.asarray(synthetic_features, np.float64).reshape(len(synthetic_features), -1)
-    if a.shape[1] != b.shape[1] or len(a) + len(b) < 3:
-        raise ValueError(f"need same-width features and at least 3 points, got {a.shape} and {b.shape}")
-    coords, axis = _embed_2d(np.concatenate([a, b]), method, seed)
-    fig = _new_figure(5.5, 5.0)
-    ax = fig.subplots()
-    ax.scatter(*coords[: len(a)].T, s=14, alpha=0.7, label=f"real (n={len(a)})", marker="o")
-    ax.scatter(*coords[len(a):].T, s=14, alpha=0.7, label=f"synthetic (n={len(b)})", marker="^")
-    ax.set_xlabel(f"{axis} 1")
-    ax.set_ylabel(f"{axis} 2" if method == "mds" else "2")
-    ax.set_title(title or method.upper(), fontsize=10)
-    ax.legend(fontsize=8)
-    return _save_figure(fig, path)
-
-
-def nearest_neighbour_figure(queries: np.ndarray, references: np.ndarray, path: str | os.PathLike[str],
-                             neighbours: Sequence[int] | np.ndarray | None = None,
-                             distances: Sequence[float] | np.ndarray | None = None, n: int = 8,
-                             zoom: int = 2) -> Path:
-    """Each query (e.g. a synthetic image) beside its nearest reference (e.g. a training image).
-
-    Args:
-        queries: (N, 1, *spatial) or (N, *spatial) images in [-1, 1].
-        references: (R, 1, *spatial) or (R, *spatial) images, same spatial shape.
-        path: output PNG (written atomically).
-        neighbours: (N,) index into ``references`` of each query's neighbour, as found in the
-            feature space of the privacy check; None finds them by L2 distance in image space.
-        distances: (N,) distances shown in the titles (computed when ``neighbours`` is None).
-        n: number of queries shown (the first ``n``; sort queries by distance to show the closest).
-        zoom: integer pixel magnification.
-
-    Returns:
-        The written path.
-    """
-    q, r = _with_channel(queries, "queries")[:n], _with_channel(references, "references")
-    if q.shape[1:] != r.shape[1:]:
-        raise ValueError(f"queries {q.shape[1:]} and references {r.shape[1:]} differ in shape")
-    if neighbours is None:
-        rf = r.reshape(len(r), -1).astype(np.float64)
-        d = np.stack([np.sqrt(((rf - qi.reshape(1, -1)) ** 2).sum(1)) for qi in q])
-        nb, dist = d.argmin(1), d.min(1)
-    else:
-        nb = np.asarray(neighbours, int)[: len(q)]
-        dist = None if distances is None else np.asarray(distances, np.float64)[: len(q)]
-    cells, titles = [], []
-    for i, j in enumerate(nb):
-        cells += [q[i], r[int(j)]]
-        titles += [f"query {i}", f"nn ref {int(j)}" + ("" if dist is None else f" d={dist[i]:.3g}")]
-    return save_slice_grid(np.stack(cells).astype(np.float32), path, titles=titles, ncols=2, zoom=zoom)
