@@ -66,12 +66,11 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, device: 
     return LoadedRun(cfg, family, nets, data, ckpt_path, sha256_file(ckpt_path), int(ckpt["step"]), dev)
 
 
-@torch.no_grad()
 def generate_batch(run: LoadedRun, seeds: list[int]) -> np.ndarray:
     """Images (len(seeds), 1, *spatial) in [-1, 1], one latent per seed."""
     z = torch.stack([run.family.sample_latent(run.cfg.model.params, 1, torch.Generator().manual_seed(s))[0]
                      for s in seeds]).to(run.device)
-    return run.family.generate(run.nets, z).float().clamp(-1, 1).cpu().numpy()
+    return run.family.generate_images(run.nets, z)
 
 
 def _prepare_out(out: Path, overwrite: bool) -> Path:

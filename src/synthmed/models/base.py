@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -43,6 +44,19 @@ class ModelFamily(ABC):
     def generate(self, nets: dict[str, nn.Module], z: torch.Tensor) -> torch.Tensor:
         """Images (B, 1, *spatial) in [-1, 1] from latent codes (B, latent_dim)."""
         return nets[self.generator_key](z)
+
+    @torch.no_grad()
+    def generate_images(self, nets: dict[str, nn.Module], z: torch.Tensor) -> np.ndarray:
+        """Images as float32 NumPy (B, 1, *spatial) in [-1, 1], generated in eval mode (BatchNorm
+        running statistics, so a sample does not depend on its batch); the generator's train/eval
+        mode is restored afterwards, so previews and FID checks during training change nothing."""
+        gen = nets[self.generator_key]
+        was = gen.training
+        gen.eval()
+        try:
+            return self.generate(nets, z).float().clamp(-1, 1).cpu().numpy()
+        finally:
+            gen.train(was)
 
 
 def get_family(name: str) -> ModelFamily:

@@ -78,19 +78,14 @@ class FIDMonitor:
         self.n_fake = tc.fid_samples or len(real)
         self.state = FIDState()
 
-    @torch.no_grad()
     def _fake_features(self) -> np.ndarray:
-        gen = self.nets[self.family.generator_key]
-        was = gen.training
-        gen.eval()
         feats = []
         for start in range(0, self.n_fake, 16):
             n = min(16, self.n_fake - start)
             g = torch.Generator().manual_seed(FID_SEED + start)
             z = self.family.sample_latent(self.params, n, g, self.device)
-            x = self.family.generate(self.nets, z).float().clamp(-1, 1).cpu().numpy()
+            x = self.family.generate_images(self.nets, z)
             feats.append(extract_features(self.extractor, x, device=self.device, progress=False))
-        gen.train(was)
         return np.concatenate(feats)
 
     def evaluate(self, step: int) -> tuple[float, bool]:

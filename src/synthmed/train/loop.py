@@ -173,12 +173,7 @@ def _preview(sess: Session, step_no: int) -> None:
 
     g = torch.Generator().manual_seed(PREVIEW_SEED)
     z = sess.family.sample_latent(sess.cfg.model.params, sess.cfg.train.n_preview, g, sess.device)
-    gen = sess.nets[sess.family.generator_key]
-    was = gen.training
-    gen.eval()
-    with torch.no_grad():
-        x = sess.family.generate(sess.nets, z).float().cpu().numpy()
-    gen.train(was)
+    x = sess.family.generate_images(sess.nets, z)
     save_slice_grid(x, sess.run.samples / f"step_{step_no:07d}.png", spacing=sess.data.meta.get("spacing"))
 
 
