@@ -83,6 +83,28 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from synthmed.evaluate.fidelity import FidelityOptions
+    from synthmed.evaluate.runner import EvaluateOptions, evaluate
+
+    device = args.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    fo = FidelityOptions(extractor=args.extractor, weights=args.weights,
+                         extractor_iterations=args.extractor_iterations)
+    opts = EvaluateOptions(split=args.split, fold=args.fold, n_sets=args.n_sets, set_size=args.set_size,
+                           fidelity=fo, image_metrics=not args.no_image_metrics, privacy=not args.no_privacy,
+                           ssim_queries=args.ssim_queries, embeddings=tuple(args.embeddings),
+                           reconstruct=args.reconstruct, inception_weights=args.inception_weights,
+                           screenshot=not args.no_screenshot, device=device, seed=args.seed,
+                           batch_size=args.batch_size, progress=not args.no_progress)
+    html = evaluate(args.real, args.synthetic, args.out, opts, names=args.names)
+    print(f"report written to {html} (numbers in {html.parent / 'metrics.json'})")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from synthmed.demo import run_demo
 
@@ -157,6 +179,33 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=_cmd_sample)
+
+    s = sub.add_parser("evaluate", help="fidelity, diversity, privacy and pictures of synthetic cohorts → HTML report")
+    s.add_argument("--real", required=True, help="prepared dataset folder")
+    s.add_argument("--synthetic", required=True, nargs="+",
+                   help="folder(s) written by `synthmed sample`, or run folder(s) to sample on the fly")
+    s.add_argument("--names", nargs="+", help="display names of the synthetic sources (default: folder names)")
+    s.add_argument("--out", required=True, help="report folder (report.html, metrics.json, figures/)")
+    s.add_argument("--split", default="all", choices=["all", "trainval", "test", "train", "val"],
+                   help="real images to compare with (default all, as paper 000)")
+    s.add_argument("--fold", type=int, default=0, help="fold for --split train/val")
+    s.add_argument("--n-sets", type=int, default=10, help="synthetic sets per run folder (paper 000: 10)")
+    s.add_argument("--set-size", type=int, help="images per synthetic set (default: as many as real images)")
+    s.add_argument("--extractor", default="indomain-ae", help="feature extractor (see `synthmed list`)")
+    s.add_argument("--weights", help="local weights file of the extractor (default indomain-ae: trained here)")
+    s.add_argument("--extractor-iterations", type=int, default=1000, help="training iterations of indomain-ae")
+    s.add_argument("--no-image-metrics", action="store_true", help="skip paper 002's image-space metrics")
+    s.add_argument("--no-privacy", action="store_true", help="skip nearest-neighbour/DCR/membership analysis")
+    s.add_argument("--ssim-queries", type=int, default=32, help="synthetic images searched by SSIM (0: none)")
+    s.add_argument("--embeddings", nargs="*", default=["pca", "mds"], choices=["pca", "mds"])
+    s.add_argument("--reconstruct", action="store_true", help="reconstruction MSE/sharpness (models with an encoder)")
+    s.add_argument("--inception-weights", help="Inception-v3 weights file: Inception score on the middle planes")
+    s.add_argument("--no-screenshot", action="store_true", help="do not render the report in headless Chromium")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=_cmd_evaluate)
 
     s = sub.add_parser("bench", help="seconds per training iteration and peak memory per model/size/batch")
     s.add_argument("--models", nargs="+", default=["sngan", "alpha_sngan"], help="shipped config names")

@@ -126,7 +126,7 @@ def extract_features(
     try:
         starts = range(0, images.shape[0], batch_size)
         for start in progress_bar(starts, desc=f"features {extractor.name}", disable=not progress, leave=False):
-            batch = np.ascontiguousarray(images[start:start + batch_size], dtype=np.float32)
+            batch = np.array(images[start:start + batch_size], dtype=np.float32)  # a writable copy (mmaps are read-only)
             feats = extractor(torch.from_numpy(batch).to(device))
             out[start:start + len(batch)] = feats.float().cpu().numpy()
     finally:

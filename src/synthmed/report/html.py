@@ -395,12 +395,14 @@ def render_html(report: Report, generated: str | None = None) -> str:
     return "\n".join(parts)
 
 
-def write_report(report: Report, out_dir: str | os.PathLike[str]) -> Path:
+def write_report(report: Report, out_dir: str | os.PathLike[str], results: Mapping[str, Any] | None = None) -> Path:
     """Write ``report.html`` and ``metrics.json`` into ``out_dir``, each atomically.
 
     Args:
         report: the report.
         out_dir: output folder (created if missing).
+        results: structured results stored under ``"results"`` in ``metrics.json`` (besides the
+            report's tables), for programs that read the numbers back.
 
     Returns:
         Path of the written ``report.html``.
@@ -409,6 +411,8 @@ def write_report(report: Report, out_dir: str | os.PathLike[str]) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     text = render_html(report)  # render fully (images read) before anything is written
     payload = report_to_json(report)
+    if results is not None:
+        payload["results"] = _jsonable(dict(results))
     write_json_atomic(out / "metrics.json", payload)
     write_text_atomic(out / "report.html", text)
     return out / "report.html"

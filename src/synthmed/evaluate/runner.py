@@ -1,0 +1,480 @@
+"""``synthmed evaluate``: every measure of a synthetic cohort's worth, in one report.
+
+:func:`evaluate` compares one or more synthetic sources (folders written by ``synthmed sample``, or
+run folders sampled on the fly) with a prepared real dataset and writes ``report.html`` (opens from
+disk, pictures embedded) and ``metrics.json`` into the output folder.  The stages, each timed:
+
+1. real images (``--split``) and their labels;
+2. synthetic sets: a run folder gives ``n_sets`` sets the size of the real set (paper 000, "Evaluation
+   of image quality": ten synthetic sets per model, so every metric has a 95% CI); a sampled folder is
+   cut into as many whole sets of that size as it holds;
+3. the feature extractor (``indomain-ae`` trained on the training split when no weights are given,
+   or MedicalNet / Inception / VGG / ``planes:`` 2.5D with local weights);
+4. features of every set (real features cached per dataset hash and extractor);
+5. FID, KID, MMD (RBF and linear), precision/recall, density/coverage with t-based 95% CIs
+   (:mod:`synthmed.evaluate.fidelity`), and paper 002 Sec. 3.3 image-space metrics;
+6. privacy (paper 004 S.6): nearest training neighbours in pixel, SSIM and feature space, DCR of
+   synthetic vs held-out real, membership-inference AUC, and a nearest-neighbour picture;
+7. PCA (paper 000 Figs. S7/S8) and MDS (paper 001 Fig. 4) of real and synthetic features per class;
+8. slice grids (paper 000 axial slices 16..48 of 64, and the three planes), training curves of a run;
+9. the report, and a headless-Chromium screenshot of it when Chromium is installed.
+
+The real set for fidelity defaults to the whole cohort (``split="all"``), as paper 000 compares each
+model with all 193 subjects.  Privacy always uses the generator's own training subjects (from the
+run's ``data.json``) against the real subjects it never saw (the test split), independent of
+``split``.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from synthmed.data.prepared import PreparedDataset, load_prepared
+from synthmed.errors import ConfigError, DataError
+from synthmed.evaluate.fidelity import FidelityOptions, feature_metric_rows, image_metric_rows, make_extractor
+from synthmed.evaluate.synthetic import SyntheticSet, is_run_folder, load_sampled_folder, sample_run
+from synthmed.features.cache import array_sha256, cached_features
+from synthmed.report.html import Estimate, Figure, KeyValues, Report, Table, Text
+
+log = logging.getLogger(__name__)
+
+#: metrics whose better value is the lower one (the others: higher is better, or no direction).
+LOWER_IS_BETTER = {"fid", "kid", "mmd_rbf", "mmd_linear"}
+
+
+@dataclass
+class EvaluateOptions:
+    """Settings of :func:`evaluate`.
+
+    Attributes:
+        split: real rows for fidelity: ``all`` (default, as paper 000), ``trainval``, ``test``, ``train``, ``val``.
+        fold: fold for ``train``/``val``.
+        n_sets: synthetic sets drawn from a run folder (paper 000: 10).
+        set_size: images per synthetic set (default: the number of real images, as paper 000).
+        fidelity: extractor and metric settings.
+        image_metrics: paper 002 image-space metrics.
+        privacy: nearest neighbours, DCR and membership inference.
+        ssim_queries: synthetic images whose SSIM-nearest training image is searched (SSIM on
+            volumes is costly; see :class:`synthmed.evaluate.privacy.SSIMConfig`), 0 to skip.
+        ssim_candidates: L2-nearest training images re-ranked by SSIM per query.
+        embeddings: methods for the real/synthetic embedding plots (``pca``, ``mds``).
+        mds_max_points: points per set kept for MDS (its cost is quadratic).
+        reconstruct: reconstruction MSE and sharpness for run folders whose model has an encoder.
+        inception_weights: a 2D classifier's weights for the Inception score on the three middle planes.
+        screenshot: render the report in headless Chromium when available.
+        device, seed, batch_size, progress: as everywhere.
+    """
+
+    split: str = "all"
+    fold: int = 0
+    n_sets: int = 10
+    set_size: int | None = None
+    fidelity: FidelityOptions = field(default_factory=FidelityOptions)
+    image_metrics: bool = True
+    privacy: bool = True
+    ssim_queries: int = 32
+    ssim_candidates: int = 4
+    embeddings: tuple[str, ...] = ("pca", "mds")
+    mds_max_points: int = 500
+    reconstruct: bool = False
+    inception_weights: str | None = None
+    screenshot: bool = True
+    device: str = "cpu"
+    seed: int = 0
+    batch_size: int = 8
+    progress: bool = True
+
+
+@dataclass
+class Stages:
+    """Wall time (s) per stage and the process's peak resident memory (MB) after each."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    peak_mb: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        log.info("evaluate: %s ...", name)
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+            self.peak_mb[name] = peak_memory_mb()
+
+
+def peak_memory_mb() -> float:
+    """Peak resident set size of this process so far (MB; ``ru_maxrss`` is KB on Linux, bytes on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1024**2 if sys.platform == "darwin" else rss / 1024
+
+
+@dataclass
+class Source:
+    """One synthetic source: its name, its first set (kept for image metrics, privacy and figures)
+    and the features of all of its sets."""
+
+    name: str
+    path: Path
+    first: SyntheticSet
+    features: list[np.ndarray]
+    set_sizes: list[int]
+
+
+def _source_sets(path: Path, n_sets: int, set_size: int, opts: EvaluateOptions) -> Iterator[SyntheticSet]:
+    """The synthetic sets of one source, one at a time (at most one set is held in memory)."""
+    if is_run_folder(path):
+        for k in range(n_sets):
+            yield sample_run(path, set_size, seed=opts.seed + k * set_size, device=opts.device,
+                             batch_size=opts.batch_size)
+        return
+    whole = load_sampled_folder(path)
+    m = len(whole.images)
+    n = max(1, min(n_sets, m // set_size)) if m >= set_size else 1
+    size = set_size if m >= set_size else m
+    if m < set_size:
+        log.warning("%s holds %d images, fewer than the %d real ones: one smaller set", path, m, set_size)
+    for k in range(n):
+        sl = slice(k * size, (k + 1) * size)
+        labels = None if whole.labels is None else whole.labels[sl]
+        yield SyntheticSet(whole.images[sl], labels, {**whole.provenance, "set": k, "n": size},
+                           whole.train_subject_ids)
+
+
+def _check_shape(ds: PreparedDataset, s: SyntheticSet, path: Path) -> None:
+    want = (1, *ds.shape)
+    if tuple(s.images.shape[1:]) != want:
+        raise DataError(f"{path}: synthetic images have shape {tuple(s.images.shape[1:])}, the real data "
+                        f"{ds.root} has {want}; sample at the prepared size")
+
+
+def _train_holdout(ds: PreparedDataset, first: SyntheticSet) -> tuple[np.ndarray, np.ndarray, str]:
+    """Rows the generator was trained on, rows it never saw, and where that came from."""
+    ids = ds.subject_ids
+    if first.train_subject_ids:
+        seen = set(first.train_subject_ids)
+        unknown = seen - set(ids)
+        if unknown:
+            raise DataError(f"{ds.root}: the run was trained on subjects this dataset does not have "
+                            f"(e.g. {sorted(unknown)[:3]}); evaluate against the dataset it was trained on")
+        train = np.array([i for i, s in enumerate(ids) if s in seen], dtype=np.int64)
+        hold = np.array([i for i, s in enumerate(ids) if s not in seen], dtype=np.int64)
+        return train, hold, "the run's training subjects (data.json) vs every other subject"
+    if ds.splits is not None:
+        return ds.indices("trainval"), ds.indices("test"), "prepared splits: trainval vs test"
+    return np.arange(0), np.arange(0), "no split and no run: cannot tell training from held-out subjects"
+
+
+def _privacy(name: str, ds: PreparedDataset, src: Source, real_feats_all: np.ndarray, out: Path,
+             opts: EvaluateOptions) -> tuple[list[Any], dict[str, Any]]:
+    from synthmed.evaluate.privacy import SSIMConfig, dcr_analysis, membership_inference_auc, nearest_neighbour_figure
+    from synthmed.evaluate.privacy import nearest_neighbours as nn_search
+
+    train_rows, hold_rows, how = _train_holdout(ds, src.first)
+    if len(train_rows) == 0 or len(hold_rows) < 2:
+        return [Text(f"Privacy not assessed: {how}" if len(train_rows) == 0 else
+                     f"Privacy not assessed: {len(hold_rows)} held-out subject(s); need at least 2 ({how}).")], \
+            {"skipped": how}
+    syn = src.first.images
+    train_img = np.asarray(ds.images[train_rows], dtype=np.float32)
+    hold_img = np.asarray(ds.images[hold_rows], dtype=np.float32)
+    feats = src.features[0]
+    rows, result = [], {"train_vs_holdout": how, "n_train": len(train_rows), "n_holdout": len(hold_rows)}
+    spaces = [("pixel (L2)", syn, train_img, hold_img, "l2"),
+              ("features (cosine)", feats, real_feats_all[train_rows], real_feats_all[hold_rows], "cosine")]
+    for space, s, t, h, metric in spaces:
+        dcr = dcr_analysis(s, t, h, metric=metric)
+        mia = membership_inference_auc(t, h, s, metric=metric)
+        rows.append([space, dcr["median_synthetic"], dcr["median_holdout"], dcr["ratio"], dcr["p_value"],
+                     len(dcr["flagged"]), mia["auc"], mia["p_value"]])
+        result[space] = {**{k: v for k, v in dcr.items() if k not in ("synthetic_dcr", "holdout_dcr", "nearest_train")},
+                         "membership_inference": mia}
+        if metric == "l2":
+            pix = dcr
+    blocks: list[Any] = [
+        Table(["space", "median DCR synthetic", "median DCR held-out", "ratio", "p (synthetic closer)",
+               "flagged", "MIA AUC", "MIA p"], rows,
+              caption=f"Distance to closest training record: {len(syn)} synthetic and {len(hold_rows)} held-out "
+                      f"real vs {len(train_rows)} training subjects ({how}). Ratio ~1 and AUC ~0.5 mean no sign "
+                      "of memorisation; flagged = synthetic DCR below the held-out 5th percentile.")]
+    nq = min(opts.ssim_queries, len(syn))
+    if nq > 0 and min(ds.shape) >= 11:
+        q = np.argsort(pix["synthetic_dcr"], kind="stable")[:nq]  # the closest ones: likeliest copies
+        cfg = SSIMConfig(candidates=min(opts.ssim_candidates, len(train_rows)))
+        idx, dist = nn_search(syn[q], train_img, metric="ssim", ssim=cfg)
+        result["ssim_nearest"] = {"queries": q.tolist(), "train_rows": train_rows[idx[:, 0]].tolist(),
+                                  "ssim": (1 - dist[:, 0]).tolist()}
+        blocks.append(Text(f"SSIM with the nearest training image for the {nq} synthetic samples closest in "
+                           f"pixel space (each re-ranked among its {cfg.candidates} L2-nearest): max "
+                           f"{float(np.max(1 - dist[:, 0])):.3f}, median {float(np.median(1 - dist[:, 0])):.3f}."))
+    fig = nearest_neighbour_figure(syn, train_img, pix["nearest_train"], out / "figures" / f"{name}_nearest.png",
+                                   distances=pix["synthetic_dcr"])
+    blocks.append(Figure(fig, caption="Synthetic samples closest to a training image (left) beside that "
+                                      "training image (right), pixel L2; the most likely copies are shown."))
+    return blocks, result
+
+
+def _feature_table(rows_by_source: dict[str, list[dict[str, Any]]]) -> Table:
+    names = list(rows_by_source)
+    metrics = [r["metric"] for r in rows_by_source[names[0]]]
+    cells = []
+    for src in names:
+        by = {r["metric"]: r for r in rows_by_source[src]}
+        row: list[Any] = [src, by[metrics[0]]["n_sets"]]
+        for m in metrics:
+            r = by[m]
+            row.append(Estimate(r["value"], r["ci_low"], r["ci_high"]) if r["ci_low"] is not None else r["value"])
+        cells.append(row)
+    cols = ["source", "sets"] + [m + (" (lower better)" if m in LOWER_IS_BETTER else "") for m in metrics]
+    return Table(cols, cells)
+
+
+def _names(paths: Sequence[Path], names: Sequence[str] | None) -> list[str]:
+    if names is not None:
+        if len(names) != len(paths):
+            raise ConfigError(f"got {len(names)} names for {len(paths)} synthetic sources")
+        return list(names)
+    out, seen = [], set()
+    for p in paths:
+        base = p.name if p.name not in ("", ".") else p.resolve().name
+        n, k = base, 2
+        while n in seen:
+            n, k = f"{base}-{k}", k + 1
+        seen.add(n)
+        out.append(n)
+    return out
+
+
+def evaluate(real: str | Path, synthetic: str | Path | Sequence[str | Path], out: str | Path,
+             opts: EvaluateOptions | None = None, names: Sequence[str] | None = None) -> Path:
+    """Evaluate synthetic cohorts against a prepared real dataset; write ``report.html`` + ``metrics.json``.
+
+    Args:
+        real: prepared dataset folder (``synthmed preprocess`` output).
+        synthetic: one or more sampled folders or run folders (several: compared side by side).
+        out: report folder (created; the report files are written atomically).
+        opts: settings; see :class:`EvaluateOptions`.
+        names: display names of the synthetic sources (default: folder names).
+
+    Returns:
+        The path of ``report.html``.
+    """
+    from synthmed.evaluate.embeddings import embedding_figure
+    from synthmed.report.figures import slice_comparison_figure, training_curves_figure
+    from synthmed.report.html import render_screenshot, write_report
+
+    opts = opts or EvaluateOptions()
+    fo = opts.fidelity
+    fo.device, fo.seed, fo.batch_size, fo.progress = opts.device, opts.seed, opts.batch_size, opts.progress
+    paths = [Path(synthetic)] if isinstance(synthetic, (str, Path)) else [Path(p) for p in synthetic]
+    if not paths:
+        raise ConfigError("give at least one synthetic folder or run folder")
+    for p in paths:
+        if not p.is_dir():
+            raise DataError(f"{p}: synthetic folder or run folder does not exist")
+    src_names = _names(paths, names)
+    out = Path(out)
+    stage = Stages()
+    t_start = time.perf_counter()
+
+    with stage("load real"):
+        ds = load_prepared(real)
+        rows = ds.indices(opts.split, opts.fold)
+        if len(rows) < 2:
+            raise DataError(f"{ds.root}: split {opts.split!r} has {len(rows)} image(s); need at least 2")
+        real_img = np.asarray(ds.images[rows], dtype=np.float32)
+        labels_all = ds.labels
+        real_labels = None if labels_all is None else labels_all[rows]
+        set_size = opts.set_size or len(rows)
+        need = max(fo.k_pr, fo.k_dc) + 1
+        if min(len(rows), set_size) < need:
+            raise DataError(f"{ds.root}: {min(len(rows), set_size)} images in the real split {opts.split!r} or per "
+                            f"synthetic set; precision/recall (k={fo.k_pr}) and density/coverage (k={fo.k_dc}) "
+                            f"need at least {need} in each")
+
+    with stage("extractor"):
+        extractor = make_extractor(ds, fo)
+        space = extractor.describe()
+
+    with stage("features: real"):
+        cache = ds.root / "features"
+        real_all = cached_features(extractor, ds.images, cache, dataset_key=f"{array_sha256(ds.images)[:24]}-all",
+                                   batch_size=opts.batch_size, device=opts.device, progress=opts.progress)
+        real_feats = real_all[rows]
+
+    sources: list[Source] = []
+    for name, path in zip(src_names, paths, strict=True):
+        feats, sizes, first = [], [], None
+        sets = _source_sets(path, opts.n_sets, set_size, opts)
+        while True:
+            with stage("synthetic sets (load or generate)"):
+                s = next(sets, None)
+                if s is not None:
+                    _check_shape(ds, s, path)
+            if s is None:
+                break
+            with stage("features: synthetic"):
+                feats.append(cached_features(extractor, s.images, out / "features",
+                                             dataset_key=f"{name}-{array_sha256(s.images)[:24]}",
+                                             batch_size=opts.batch_size, device=opts.device, progress=opts.progress))
+            sizes.append(len(s.images))
+            if first is None:
+                first = s
+        assert first is not None
+        sources.append(Source(name, path, first, feats, sizes))
+
+    report = Report("synthmed evaluation: " + ", ".join(src_names))
+    results: dict[str, Any] = {"real": {"path": str(ds.root.resolve()), "split": opts.split, "n": len(rows),
+                                        "shape": list(ds.shape)},
+                               "feature_space": space, "sources": {}}
+    report.add("Setup", KeyValues({
+        "real data": f"{ds.root.resolve()} (split {opts.split}, {len(rows)} images, shape {tuple(ds.shape)})",
+        **{f"synthetic: {s.name}": f"{s.path.resolve()} ({len(s.features)} set(s) of {s.set_sizes[0]}; "
+                                   f"{s.first.provenance.get('kind', '')}, model {s.first.provenance.get('model')}, "
+                                   f"checkpoint {str(s.first.provenance.get('checkpoint_sha256'))[:16]})"
+           for s in sources},
+        "feature space": space,
+    }, caption="What was compared, and in which feature space"))
+
+    with stage("feature metrics"):
+        rows_by_source = {s.name: feature_metric_rows(real_feats, s.features, fo) for s in sources}
+        for s in sources:
+            results["sources"][s.name] = {"path": str(s.path.resolve()), "provenance": s.first.provenance,
+                                          "set_sizes": s.set_sizes, "feature_metrics": rows_by_source[s.name]}
+        notes = sorted({r["note"] for rs in rows_by_source.values() for r in rs if r.get("note")})
+        report.add("Fidelity and diversity in feature space", _feature_table(rows_by_source), Text(
+            f"Feature space: {space['name']} ({space['feature_dim']}-d, weights "
+            f"{str(space['weights_sha256'])[:16]}). Mean over synthetic sets with t-based 95% CIs (paper 000: ten "
+            f"sets the size of the real set per model). Precision/recall k = {fo.k_pr} (Kynkäänniemi et al.), "
+            f"density/coverage k = {fo.k_dc} (Naeem et al.); KID unbiased over subsets; MMD RBF bandwidth by "
+            "the median heuristic." + "".join(f" {n[0].upper()}{n[1:]}." for n in notes)))
+
+    if opts.image_metrics:
+        with stage("image metrics"):
+            img_rows = {s.name: image_metric_rows(real_img, s.first.images, seed=opts.seed) for s in sources}
+            metrics = [r["metric"] for r in next(iter(img_rows.values()))]
+            report.add("Image-space metrics (paper 002, Sec. 3.3)", Table(
+                ["source"] + metrics, [[n] + [r["value"] for r in rs] for n, rs in img_rows.items()],
+                caption="First synthetic set of each source vs the real images, intensities in [-1, 1]."))
+            for n, rs in img_rows.items():
+                results["sources"][n]["image_metrics"] = rs
+
+    if opts.reconstruct:
+        with stage("reconstruction"):
+            _reconstruction(report, results, sources, real_img, out, opts)
+
+    if opts.inception_weights:
+        with stage("inception score"):
+            _inception(report, results, sources, real_img, opts)
+
+    if opts.privacy:
+        with stage("privacy"):
+            for s in sources:
+                blocks, res = _privacy(s.name, ds, s, real_all, out, opts)
+                report.add(f"Privacy: {s.name} (paper 004, S.6)", *blocks)
+                results["sources"][s.name]["privacy"] = res
+
+    with stage("embeddings"):
+        for s in sources:
+            figs = []
+            for method in opts.embeddings:
+                rf, sf, rl, sl = real_feats, s.features[0], real_labels, s.first.labels
+                if method == "mds" and max(len(rf), len(sf)) > opts.mds_max_points:
+                    rng = np.random.default_rng(opts.seed)
+                    ir = np.sort(rng.permutation(len(rf))[:opts.mds_max_points])
+                    isn = np.sort(rng.permutation(len(sf))[:opts.mds_max_points])
+                    rf, sf = rf[ir], sf[isn]
+                    rl = None if rl is None else rl[ir]
+                    sl = None if sl is None else sl[isn]
+                figs.append(Figure(embedding_figure(rf, sf, out / "figures" / f"{s.name}_{method}.png", method=method,
+                                                    real_labels=rl, synthetic_labels=sl, class_names=ds.classes,
+                                                    seed=opts.seed),
+                                   caption=f"{method.upper()} of real and synthetic features ({space['name']})"))
+            report.add(f"Embeddings: {s.name}", *figs)
+
+    with stage("figures"):
+        spacing = ds.meta.get("spacing")
+        for s in sources:
+            lab_r = real_labels if s.first.labels is not None else None
+            blocks: list[Any] = [Figure(slice_comparison_figure(
+                real_img, s.first.images, out / "figures" / f"{s.name}_slices.png", labels_real=lab_r,
+                labels_synthetic=s.first.labels, class_names=ds.classes, spacing=spacing),
+                caption="Real (left) and synthetic (right)" + (", per class" if lab_r is not None else "") +
+                        (": axial slices at 16, 24, 32, 40, 48 of 64 (paper 000), scaled to the depth"
+                         if ds.spatial_dims == 3 else ""))]
+            if ds.spatial_dims == 3:
+                blocks.append(Figure(slice_comparison_figure(
+                    real_img, s.first.images, out / "figures" / f"{s.name}_planes.png", labels_real=lab_r,
+                    labels_synthetic=s.first.labels, class_names=ds.classes, view="three-plane", spacing=spacing),
+                    caption="Middle sagittal, coronal and axial planes"))
+            if is_run_folder(s.path) and (s.path / "metrics.csv").is_file():
+                try:
+                    blocks.append(Figure(training_curves_figure(s.path / "metrics.csv",
+                                                                out / "figures" / f"{s.name}_training.png"),
+                                         caption="Training curves (metrics.csv of the run)"))
+                except ValueError as e:
+                    blocks.append(Text(f"No training curves: {e}"))
+            report.add(f"Images: {s.name}", *blocks)
+
+    total = time.perf_counter() - t_start
+    timing = {"total_s": round(total, 2), "peak_memory_mb": round(peak_memory_mb(), 1),
+              "stages_s": {k: round(v, 2) for k, v in stage.seconds.items()},
+              "peak_memory_mb_after_stage": {k: round(v, 1) for k, v in stage.peak_mb.items()}}
+    results["timing"] = timing
+    results["options"] = _jsonable_options(opts)
+    report.add("Run", KeyValues({"stages (s)": timing["stages_s"], "total (s, before the report)": timing["total_s"],
+                                 "peak memory (MB)": timing["peak_memory_mb"], "options": results["options"]}))
+    html = write_report(report, out, results=results)
+    if opts.screenshot:
+        try:
+            shot = render_screenshot(html, out / "report.png")
+            if shot is None:
+                log.info("no Chromium installed: no screenshot of the report")
+        except RuntimeError as e:
+            log.warning("report screenshot failed: %s", e)
+    return html
+
+
+def _jsonable_options(opts: EvaluateOptions) -> dict[str, Any]:
+    d = asdict(opts)
+    d["embeddings"] = list(opts.embeddings)
+    return d
+
+
+def _reconstruction(report: Report, results: dict[str, Any], sources: list[Source], real_img: np.ndarray,
+                    out: Path, opts: EvaluateOptions) -> None:
+    from synthmed.evaluate.reconstruction import reconstruction_section
+
+    for s in sources:
+        if not is_run_folder(s.path):
+            report.add(f"Reconstruction: {s.name}", Text("Not a run folder: reconstruction needs the model."))
+            continue
+        blocks, res = reconstruction_section(s.path, real_img, out / "figures" / f"{s.name}_reconstruction.png",
+                                             device=opts.device, batch_size=opts.batch_size)
+        report.add(f"Reconstruction: {s.name} (paper 002, Fig. 3)", *blocks)
+        results["sources"][s.name]["reconstruction"] = res
+
+
+def _inception(report: Report, results: dict[str, Any], sources: list[Source], real_img: np.ndarray,
+               opts: EvaluateOptions) -> None:
+    from synthmed.features.base import build_extractor
+    from synthmed.metrics.inception_score import inception_score_planes
+
+    net = build_extractor("inception-v3", weights=opts.inception_weights).to(opts.device).eval()
+    rows = []
+    for name, images in [("real", real_img)] + [(s.name, s.first.images) for s in sources]:
+        res = inception_score_planes(images, net.logits, batch_size=opts.batch_size, device=opts.device,
+                                     progress=opts.progress)
+        rows.append([name, res])
+        results.setdefault("inception_score", {})[name] = res
+    report.add("Inception score (paper 001)", Table(["set", "inception score"], [[n, str(r)] for n, r in rows]))

@@ -1,0 +1,158 @@
+"""`synthmed evaluate` end to end on tiny data: report contents, invariants, memorisation, CLI errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from synthmed.cli import main
+from synthmed.config import load_config
+from synthmed.data.prepared import load_prepared
+from synthmed.evaluate.fidelity import FidelityOptions
+from synthmed.evaluate.runner import EvaluateOptions, evaluate
+from synthmed.generate.sample import sample
+from synthmed.generate.writers import write_nifti
+from synthmed.train.loop import train
+
+TINY = ["model.latent_dim=16", "model.base_channels=4", "model.max_channels=8", "train.iterations=2",
+        "train.n_preview=2", "model.code_hidden_dim=16"]
+
+
+def _opts(**kw) -> EvaluateOptions:
+    base = dict(n_sets=3, fidelity=FidelityOptions(extractor_iterations=10), progress=False, screenshot=False,
+                ssim_queries=4)
+    base.update(kw)
+    return EvaluateOptions(**base)
+
+
+@pytest.fixture
+def prep(tmp_path: Path) -> Path:
+    from conftest import make_tiny_prepared
+
+    return make_tiny_prepared(tmp_path / "prep", 3, 16, 12)
+
+
+@pytest.fixture
+def run(prep: Path, tmp_path: Path) -> Path:
+    return train(load_config("alpha_sngan", TINY), prep, tmp_path / "run", progress=False)
+
+
+def _metrics(out: Path) -> dict:
+    return json.loads((out / "metrics.json").read_text())
+
+
+def _feature(m: dict, source: str, metric: str) -> dict:
+    return next(r for r in m["results"]["sources"][source]["feature_metrics"] if r["metric"] == metric)
+
+
+def _copies_folder(ds_path: Path, rows: np.ndarray, out: Path) -> Path:
+    """A `synthmed sample`-style folder whose images are exact copies of real rows."""
+    ds = load_prepared(ds_path)
+    out.mkdir()
+    with open(out / "manifest.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "label", "seed"])
+        for k, r in enumerate(rows):
+            write_nifti(np.asarray(ds.images[r, 0]), ds.affine, out / f"copy_{k:03d}.nii.gz")
+            w.writerow([f"copy_{k:03d}.nii.gz", "", k])
+    return out
+
+
+def test_run_folder_report(prep: Path, run: Path, tmp_path: Path) -> None:
+    html = evaluate(prep, run, tmp_path / "rep", _opts())
+    out = html.parent
+    assert html.is_file() and "<html" in html.read_text()[:200].lower()
+    m = _metrics(out)
+    res = m["results"]
+    assert res["real"]["n"] == 12 and res["feature_space"]["name"] == "indomain-ae"
+    assert res["feature_space"]["weights_sha256"] and len(res["feature_space"]["weights_sha256"]) == 64
+    fid = _feature(m, "run", "fid")
+    assert fid["n_sets"] == 3 and len(fid["per_set"]) == 3
+    assert fid["ci_low"] <= fid["value"] <= fid["ci_high"]
+    assert np.isclose(fid["value"], np.mean(fid["per_set"]))
+    assert res["sources"]["run"]["set_sizes"] == [12, 12, 12]
+    # privacy: the run's own training subjects vs every other subject
+    data = json.loads((run / "data.json").read_text())
+    priv = res["sources"]["run"]["privacy"]
+    assert priv["n_train"] == len(data["train_subject_ids"]) and priv["n_train"] + priv["n_holdout"] == 12
+    assert 0.0 <= priv["pixel (L2)"]["membership_inference"]["auc"] <= 1.0
+    assert len(priv["ssim_nearest"]["queries"]) == 4
+    for name in ("run_slices", "run_planes", "run_pca", "run_mds", "run_nearest", "run_training"):
+        assert (out / "figures" / f"{name}.png").stat().st_size > 1000, name
+    timing = res["timing"]
+    assert {"load real", "extractor", "features: real", "features: synthetic", "feature metrics",
+            "privacy", "embeddings", "figures"} <= set(timing["stages_s"])
+    assert timing["peak_memory_mb"] > 0
+    assert timing["stages_s"]["synthetic sets (load or generate)"] > 0  # sampling is timed, not hidden
+
+
+def test_sampled_folder_gives_the_run_folder_numbers(prep: Path, run: Path, tmp_path: Path) -> None:
+    """A run sampled on the fly and the same seeds written by `synthmed sample` are the same cohort."""
+    folder = sample(run, 12, tmp_path / "s", seed=0, progress=False)
+    a = _metrics(evaluate(prep, run, tmp_path / "a", _opts(n_sets=1, privacy=False)).parent)
+    b = _metrics(evaluate(prep, folder, tmp_path / "b", _opts(n_sets=1, privacy=False)).parent)
+    for metric in ("fid", "kid", "precision", "coverage"):
+        # NIfTI stores float32 exactly, so features agree to float rounding
+        assert np.isclose(_feature(a, "run", metric)["value"], _feature(b, "s", metric)["value"], rtol=1e-4, atol=1e-6)
+
+
+def test_memorised_copies_are_flagged(prep: Path, tmp_path: Path) -> None:
+    """Exact copies of training images: DCR ~0, all flagged, membership inference succeeds; an honest
+    'generator' (held-out real images) is not flagged."""
+    ds = load_prepared(prep)
+    train_rows, test_rows = ds.indices("trainval"), ds.indices("test")
+    copies = _copies_folder(prep, np.resize(train_rows, 12), tmp_path / "copies")
+    m = _metrics(evaluate(prep, copies, tmp_path / "rep", _opts(n_sets=1, embeddings=())).parent)
+    pix = m["results"]["sources"]["copies"]["privacy"]["pixel (L2)"]
+    assert pix["median_synthetic"] < 1e-4 and pix["ratio"] < 1e-4
+    assert len(pix["flagged"]) == 12 and pix["p_value"] < 0.01
+    assert pix["membership_inference"]["auc"] == 1.0
+    assert max(m["results"]["sources"]["copies"]["privacy"]["ssim_nearest"]["ssim"]) > 0.999
+    # identical sets: FID ~ 0 on the same rows
+    same = _copies_folder(prep, np.arange(12), tmp_path / "same")
+    m2 = _metrics(evaluate(prep, same, tmp_path / "rep2", _opts(n_sets=1, privacy=False, embeddings=())).parent)
+    assert abs(_feature(m2, "same", "fid")["value"]) < 1e-3
+    assert _feature(m2, "same", "precision")["value"] == 1.0 and _feature(m2, "same", "coverage")["value"] == 1.0
+    del test_rows
+
+
+def test_two_sources_side_by_side_and_names(prep: Path, run: Path, tmp_path: Path) -> None:
+    folder = sample(run, 12, tmp_path / "s", seed=100, progress=False)
+    html = evaluate(prep, [run, folder], tmp_path / "rep", _opts(n_sets=2, privacy=False, embeddings=("pca",)),
+                    names=["on-the-fly", "written"])
+    m = _metrics(html.parent)
+    assert set(m["results"]["sources"]) == {"on-the-fly", "written"}
+    table = next(b for s in m["sections"] if s["title"].startswith("Fidelity") for b in s["blocks"]
+                 if b["type"] == "table")
+    assert [r[0] for r in table["rows"]] == ["on-the-fly", "written"]
+    assert [r[1] for r in table["rows"]] == [2, 1]
+
+
+def test_cli_evaluate_and_errors(prep: Path, run: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "cli"
+    rc = main(["evaluate", "--real", str(prep), "--synthetic", str(run), "--out", str(out), "--n-sets", "2",
+               "--extractor-iterations", "5", "--ssim-queries", "0", "--embeddings", "pca", "--no-screenshot",
+               "--no-progress", "--split", "trainval"])
+    assert rc == 0 and (out / "report.html").is_file()
+    assert _metrics(out)["results"]["real"]["n"] == len(load_prepared(prep).indices("trainval"))
+    capsys.readouterr()
+    # too few real images for the k-NN metrics
+    rc = main(["evaluate", "--real", str(prep), "--synthetic", str(run), "--out", str(tmp_path / "t"), "--split", "test"])
+    assert rc == 2 and "need at least 6 in each" in capsys.readouterr().err
+    # missing synthetic folder
+    rc = main(["evaluate", "--real", str(prep), "--synthetic", str(tmp_path / "nope"), "--out", str(tmp_path / "x")])
+    assert rc == 2 and "nope: synthetic folder or run folder does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    # wrong shape: a 2D prepared set against a 3D run
+    from conftest import make_tiny_prepared
+
+    p2 = make_tiny_prepared(tmp_path / "p2", 2, 16, 8)
+    rc = main(["evaluate", "--real", str(p2), "--synthetic", str(run), "--out", str(tmp_path / "y"),
+               "--extractor-iterations", "5", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "synthetic images have shape (1, 16, 16, 16)" in err and "(1, 16, 16)" in err
+    assert not (tmp_path / "y" / "report.html").exists()
