@@ -17,7 +17,7 @@ from synthmed.errors import SynthmedError
 
 def test_demo_end_to_end_at_toy_size(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    plan = DemoPlan(n_per_class=2, size=32, config="demo_quick", n_samples=3)
+    plan = DemoPlan(n_per_class=3, size=32, config="demo_quick", n_samples=3, eval_sets=2, extractor_iterations=5)
     run_demo(out, plan=plan, progress=False, overrides=["train.iterations=2", "train.checkpoint_every=1"])
     assert (out / "demo.done").is_file()
     img = Image.open(out / "comparison.png")
@@ -30,6 +30,11 @@ def test_demo_end_to_end_at_toy_size(tmp_path: Path) -> None:
     assert np.allclose(prepared_affine, json.loads((out / "prepared" / "dataset.json").read_text())["affine"])
     labels = list(csv.DictReader(open(out / "prepared" / "manifest.csv")))
     assert {r["label_name"] for r in labels} == {"atrophy", "control"}
+    # the demo ends with the evaluation report: ten (here two) synthetic sets the size of the real set
+    metrics = json.loads((out / "report" / "metrics.json").read_text())
+    fid = next(r for r in metrics["results"]["sources"]["alpha-SN-GAN"]["feature_metrics"] if r["metric"] == "fid")
+    assert fid["n_sets"] == 2 and metrics["results"]["real"]["n"] == 6
+    assert "alpha-SN-GAN" in (out / "report" / "report.html").read_text()
     # a finished demo folder may be replaced; any other non-empty folder is refused
     run_demo(out, plan=plan, progress=False, overrides=["train.iterations=1"])
     other = tmp_path / "mine"
@@ -53,9 +58,9 @@ def test_bench_writes_rows_and_csv(tmp_path: Path) -> None:
 def test_demo_on_real_bids_data(shared_data: Path, tmp_path: Path) -> None:
     """`synthmed demo --data ../shared/data/ds002748-t1w-2mm --label-column group` (all 72 brains)."""
     out = tmp_path / "demo_real"
-    plan = DemoPlan(n_per_class=0, size=32, config="demo_quick", n_samples=2)
+    plan = DemoPlan(n_per_class=0, size=32, config="demo_quick", n_samples=2, eval_sets=2, extractor_iterations=5)
     run_demo(out, data=shared_data / "ds002748-t1w-2mm", label_column="group", plan=plan, progress=False,
              overrides=["train.iterations=2"])
     labels = list(csv.DictReader(open(out / "prepared" / "manifest.csv")))
     assert len(labels) == 72 and {r["label_name"] for r in labels} == {"control", "depr"}
-    assert (out / "comparison.png").is_file()
+    assert (out / "comparison.png").is_file() and (out / "report" / "report.html").is_file()

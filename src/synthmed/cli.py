@@ -111,7 +111,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     out = run_demo(Path(args.out), quick=args.quick, data=Path(args.data) if args.data else None,
                    label_column=args.label_column, device=args.device, progress=not args.no_progress,
                    overrides=args.set or [])
-    print(f"demo finished; see {out / 'comparison.png'}")
+    print(f"demo finished; see {out / 'report' / 'report.html'} and {out / 'comparison.png'}")
     return 0
 
 

@@ -7,6 +7,8 @@
 3. ``train``: alpha-SN-GAN (paper 000's winning architecture) at demo size.
 4. ``sample``: a synthetic cohort as NIfTI with the prepared affine.
 5. ``comparison.png``: real and synthetic slices side by side.
+6. ``evaluate``: the evaluation report (``report/report.html`` and ``report/metrics.json``): feature
+   metrics over several synthetic sets with CIs, image metrics, privacy, embeddings and pictures.
 """
 
 from __future__ import annotations
@@ -30,10 +32,12 @@ class DemoPlan:
     size: int
     config: str
     n_samples: int
+    eval_sets: int
+    extractor_iterations: int
 
 
-FULL = DemoPlan(n_per_class=12, size=32, config="demo", n_samples=16)
-QUICK = DemoPlan(n_per_class=4, size=32, config="demo_quick", n_samples=8)
+FULL = DemoPlan(n_per_class=12, size=32, config="demo", n_samples=16, eval_sets=10, extractor_iterations=500)
+QUICK = DemoPlan(n_per_class=4, size=32, config="demo_quick", n_samples=8, eval_sets=3, extractor_iterations=100)
 
 
 def _prepare(out: Path, plan: DemoPlan, data: Path | None, label_column: str | None, progress: bool) -> Path:
@@ -101,5 +105,19 @@ def run_demo(out: Path, quick: bool = False, data: Path | None = None, label_col
     synthetic = generate_batch(run, list(range(plan.n_samples)))
     write_comparison(np.asarray(ds.images[: plan.n_samples]), synthetic, out / "comparison.png",
                      spacing=ds.meta.get("spacing"))
+    _evaluate(prepared, run_dir, out / "report", plan, device, progress)
     (out / "demo.done").write_text(f"prepared={prepared}\nrun={run_dir}\nsynthetic={synth_dir}\n")
     return out
+
+
+def _evaluate(prepared: Path, run_dir: Path, out: Path, plan: DemoPlan, device: str, progress: bool) -> Path:
+    """The evaluation report of the demo's run against all of its real images."""
+    import torch
+
+    from synthmed.evaluate.fidelity import FidelityOptions
+    from synthmed.evaluate.runner import EvaluateOptions, evaluate
+
+    dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    opts = EvaluateOptions(n_sets=plan.eval_sets, device=dev, progress=progress, ssim_queries=8,
+                           fidelity=FidelityOptions(extractor_iterations=plan.extractor_iterations))
+    return evaluate(prepared, run_dir, out, opts, names=["alpha-SN-GAN"])
