@@ -95,6 +95,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     fo = FidelityOptions(extractor=args.extractor, weights=args.weights,
                          extractor_iterations=args.extractor_iterations)
     opts = EvaluateOptions(split=args.split, fold=args.fold, n_sets=args.n_sets, set_size=args.set_size,
+                           max_real=args.max_real,
                            fidelity=fo, image_metrics=not args.no_image_metrics, privacy=not args.no_privacy,
                            ssim_queries=args.ssim_queries, embeddings=tuple(args.embeddings),
                            reconstruct=args.reconstruct, inception_weights=args.inception_weights,
@@ -191,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fold", type=int, default=0, help="fold for --split train/val")
     s.add_argument("--n-sets", type=int, default=10, help="synthetic sets per run folder (paper 000: 10)")
     s.add_argument("--set-size", type=int, help="images per synthetic set (default: as many as real images)")
+    s.add_argument("--max-real", type=int, help="a seeded random subset of at most this many real images")
     s.add_argument("--extractor", default="indomain-ae", help="feature extractor (see `synthmed list`)")
     s.add_argument("--weights", help="local weights file of the extractor (default indomain-ae: trained here)")
     s.add_argument("--extractor-iterations", type=int, default=1000, help="training iterations of indomain-ae")
@@ -228,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=_cmd_demo)
+
+    from synthmed.reader.cli import add_parser as add_reader_parser
+    add_reader_parser(sub)
     return p
 
 

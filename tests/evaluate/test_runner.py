@@ -136,9 +136,11 @@ def test_cli_evaluate_and_errors(prep: Path, run: Path, tmp_path: Path, capsys) 
     out = tmp_path / "cli"
     rc = main(["evaluate", "--real", str(prep), "--synthetic", str(run), "--out", str(out), "--n-sets", "2",
                "--extractor-iterations", "5", "--ssim-queries", "0", "--embeddings", "pca", "--no-screenshot",
-               "--no-progress", "--split", "trainval"])
+               "--no-progress", "--split", "trainval", "--max-real", "7"])
     assert rc == 0 and (out / "report.html").is_file()
-    assert _metrics(out)["results"]["real"]["n"] == len(load_prepared(prep).indices("trainval"))
+    assert len(load_prepared(prep).indices("trainval")) == 9
+    assert _metrics(out)["results"]["real"]["n"] == 7
+    assert _metrics(out)["results"]["sources"]["run"]["set_sizes"] == [7, 7]
     capsys.readouterr()
     # too few real images for the k-NN metrics
     rc = main(["evaluate", "--real", str(prep), "--synthetic", str(run), "--out", str(tmp_path / "t"), "--split", "test"])

@@ -61,6 +61,7 @@ class EvaluateOptions:
         fold: fold for ``train``/``val``.
         n_sets: synthetic sets drawn from a run folder (paper 000: 10).
         set_size: images per synthetic set (default: the number of real images, as paper 000).
+        max_real: use a seeded random subset of at most this many real images of the split.
         fidelity: extractor and metric settings.
         image_metrics: paper 002 image-space metrics.
         privacy: nearest neighbours, DCR and membership inference.
@@ -79,6 +80,7 @@ class EvaluateOptions:
     fold: int = 0
     n_sets: int = 10
     set_size: int | None = None
+    max_real: int | None = None
     fidelity: FidelityOptions = field(default_factory=FidelityOptions)
     image_metrics: bool = True
     privacy: bool = True
@@ -290,6 +292,8 @@ def evaluate(real: str | Path, synthetic: str | Path | Sequence[str | Path], out
     with stage("load real"):
         ds = load_prepared(real)
         rows = ds.indices(opts.split, opts.fold)
+        if opts.max_real is not None and len(rows) > opts.max_real:
+            rows = np.sort(np.random.default_rng(opts.seed).choice(rows, opts.max_real, replace=False))
         if len(rows) < 2:
             raise DataError(f"{ds.root}: split {opts.split!r} has {len(rows)} image(s); need at least 2")
         real_img = np.asarray(ds.images[rows], dtype=np.float32)
