@@ -48,7 +48,7 @@ def test_registered_names() -> None:
 
 def test_unknown_name_lists_choices() -> None:
     with pytest.raises(ConfigError, match="medicalnet-resnet50.*indomain|indomain.*medicalnet-resnet50"):
-        build_extractor("inception-v3")
+        build_extractor("no-such-extractor")
 
 
 def test_medicalnet_without_weights_says_where_to_get_them() -> None:

@@ -120,3 +120,21 @@ def _planes_indomain(weights: Any = None, slices_per_plane: int = 1, reduce: str
 
 EXTRACTORS.register(PLANES_PREFIX + "indomain-ae",
                     help="2.5D: a 2D in-domain autoencoder on sagittal, coronal and axial slices")(_planes_indomain)
+
+
+def _register_planes(name_2d: str, description: str) -> None:
+    """Register ``planes:<name_2d>``: the 2D extractor ``name_2d`` (built with the same weights and
+    keyword arguments) in the three-plane wrapper."""
+
+    def factory(weights: Any = None, slices_per_plane: int = 1, reduce: str = "concat",
+                **kwargs: Any) -> ThreePlaneExtractor:
+        import synthmed.features  # noqa: F401  (registers name_2d)
+
+        return ThreePlaneExtractor(EXTRACTORS.get(name_2d)(weights=weights, **kwargs), slices_per_plane, reduce)
+
+    EXTRACTORS.register(PLANES_PREFIX + name_2d,
+                        help=f"2.5D: {description} on sagittal, coronal and axial slices")(factory)
+
+
+_register_planes("inception-v3", "Inception-v3 pool3")
+_register_planes("vgg16", "VGG16 fc7/pool5")

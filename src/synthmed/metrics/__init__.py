@@ -2,7 +2,8 @@
 
 Feature metrics take ``real: (N, D)`` and ``fake: (M, D)`` vectors from one declared feature space;
 image metrics take ``(N, C, *spatial)`` batches in [-1, 1]. See :mod:`synthmed.metrics.feature`,
-:mod:`synthmed.metrics.image` and :mod:`synthmed.metrics.stats`.
+:mod:`synthmed.metrics.image` and :mod:`synthmed.metrics.stats`; the Inception score takes a
+classifier's class probabilities (:mod:`synthmed.metrics.inception_score`).
 """
 
 from synthmed.metrics.feature import (
@@ -29,12 +30,14 @@ from synthmed.metrics.image import (
     ms_ssim_diversity,
     reconstruction_mse,
 )
+from synthmed.metrics.inception_score import InceptionScorePlanes, inception_score, inception_score_planes
 from synthmed.metrics.stats import BootstrapCI, bootstrap_ci
 
 __all__ = [
     "BootstrapCI",
     "DensityCoverage",
     "FIDResult",
+    "InceptionScorePlanes",
     "KIDResult",
     "MMDResult",
     "PrecisionRecall",
@@ -43,6 +46,8 @@ __all__ = [
     "dataset_similarity",
     "density_coverage",
     "fid",
+    "inception_score",
+    "inception_score_planes",
     "intra_sample_diversity",
     "kid",
     "laplacian_sharpness",
