@@ -158,3 +158,25 @@ def test_cli_evaluate_and_errors(prep: Path, run: Path, tmp_path: Path, capsys) 
     err = capsys.readouterr().err
     assert rc == 2 and "synthetic images have shape (1, 16, 16, 16)" in err and "(1, 16, 16)" in err
     assert not (tmp_path / "y" / "report.html").exists()
+
+
+def test_inception_score_section(prep: Path, run: Path, tmp_path: Path) -> None:
+    """--inception-weights: the Inception score on the three middle planes of real and synthetic sets,
+    identical to calling the metric directly on the same images."""
+    import torch
+
+    from synthmed.features.inception import InceptionV3, InceptionV3Extractor
+    from synthmed.metrics.inception_score import inception_score_planes
+
+    weights = tmp_path / "inception.pth"
+    torch.save(InceptionV3(num_classes=10).state_dict(), weights)
+    m = _metrics(evaluate(prep, run, tmp_path / "rep", _opts(n_sets=1, privacy=False, embeddings=(),
+                                                             image_metrics=False,
+                                                             inception_weights=str(weights))).parent)
+    scores = m["results"]["inception_score"]
+    assert set(scores) == {"real", "run"}
+    assert 1.0 <= scores["real"]["mean"] <= 10.0 and set(scores["real"]["per_plane"]) == {"sagittal", "coronal", "axial"}
+    ext = InceptionV3Extractor(weights=str(weights)).eval()
+    real = load_prepared(prep).images[:]
+    direct = inception_score_planes(np.asarray(real, np.float32), ext.logits, progress=False)
+    assert np.isclose(scores["real"]["mean"], direct.mean, rtol=1e-4)

@@ -184,7 +184,7 @@ def inception_score_planes(
         for start in progress_bar(range(0, n, batch_size), desc="inception score", disable=not progress,
                                   leave=False):
             batch = volumes[start:start + batch_size]
-            batch = torch.as_tensor(np.asarray(batch, dtype=np.float32)) if not isinstance(batch, Tensor) else batch
+            batch = torch.from_numpy(np.array(batch, dtype=np.float32)) if not isinstance(batch, Tensor) else batch
             batch = batch.to(device=device, dtype=torch.float32)
             for axis, name in enumerate(planes):
                 images = plane_slices(batch, axis, 1) if batch.ndim == 5 else batch
