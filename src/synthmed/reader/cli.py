@@ -1,0 +1,73 @@
+"""``synthmed reader create|serve|analyze``: argument parsing only (the library does the work).
+
+Heavy imports (Flask, SciPy, the data loaders) happen inside the commands, so building the
+``synthmed`` parser stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def _cmd_create(args: argparse.Namespace) -> int:
+    from synthmed.reader.study import create_study
+
+    readers: Any = args.reader_names if args.reader_names else args.readers
+    out = create_study(args.real, args.synthetic, args.out, n_real=args.n_real, n_synthetic=args.n_synthetic,
+                       readers=readers, split=args.split, fold=args.fold, seed=args.seed,
+                       window=(args.window[0], args.window[1]), device=args.device)
+    n_readers = len(args.reader_names) if args.reader_names else args.readers
+    print(f"reader study written to {out} ({n_readers} readers); start it with `synthmed reader serve {out}`")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from synthmed.reader.app import serve
+
+    serve(args.study, host=args.host, port=args.port)
+    return 0
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from synthmed.reader.analysis import write_analysis
+
+    paths = write_analysis(args.study, args.out)
+    print(f"reader study analysis written to {paths['report']} (and analysis.json, CSVs)")
+    return 0
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Add ``reader`` with its sub-commands to the ``synthmed`` sub-parsers ``sub``."""
+    p = sub.add_parser("reader", help="blinded real-versus-synthetic reader study: create, serve, analyze")
+    rsub = p.add_subparsers(dest="reader_command", required=True)
+
+    s = rsub.add_parser("create", help="draw real and synthetic images into a blinded study folder")
+    s.add_argument("--real", required=True, help="prepared dataset folder (`synthmed preprocess`)")
+    s.add_argument("--synthetic", required=True, action="append",
+                   help="folder written by `synthmed sample`, or a run folder; repeat to compare several models")
+    s.add_argument("--out", required=True, help="study folder to create")
+    s.add_argument("--n-real", type=int, default=50, help="real images (default 50)")
+    s.add_argument("--n-synthetic", type=int, default=50, help="synthetic images per --synthetic (default 50)")
+    s.add_argument("--readers", type=int, default=3, help="number of readers (default 3)")
+    s.add_argument("--reader-names", nargs="+", metavar="NAME", help="reader names instead of reader-1 ...")
+    s.add_argument("--split", default="all", choices=["all", "test", "trainval", "train", "val"],
+                   help="subset of the prepared dataset to draw real images from (default all)")
+    s.add_argument("--fold", type=int, default=0, help="fold for --split train/val")
+    s.add_argument("--seed", type=int, default=0, help="chooses which images enter the study (not the order)")
+    s.add_argument("--window", type=float, nargs=2, default=[-1.0, 1.0], metavar=("LOW", "HIGH"),
+                   help="intensity window shown black..white, the same for both sources (default -1 1)")
+    s.add_argument("--device", default="auto", help="device for sampling a run folder")
+    s.set_defaults(func=_cmd_create)
+
+    s = rsub.add_parser("serve", help="run the reader web app; prints each reader's link and the admin link")
+    s.add_argument("study", help="study folder")
+    s.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1; 0.0.0.0 for the network)")
+    s.add_argument("--port", type=int, default=8765, help="TCP port (default 8765; 0 picks a free one)")
+    s.set_defaults(func=_cmd_serve)
+
+    s = rsub.add_parser("analyze", help="accuracy, Table 2, tests against 50%%, kappa; report.html + analysis.json")
+    s.add_argument("study", help="study folder")
+    s.add_argument("--out", help="output folder (default: the study folder)")
+    s.set_defaults(func=_cmd_analyze)
+    return p
