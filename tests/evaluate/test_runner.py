@@ -31,7 +31,7 @@ def _opts(**kw) -> EvaluateOptions:
 
 @pytest.fixture
 def prep(tmp_path: Path) -> Path:
-    from conftest import make_tiny_prepared
+    from synth_testdata import make_tiny_prepared
 
     return make_tiny_prepared(tmp_path / "prep", 3, 16, 12)
 
@@ -150,7 +150,7 @@ def test_cli_evaluate_and_errors(prep: Path, run: Path, tmp_path: Path, capsys) 
     assert rc == 2 and "nope: synthetic folder or run folder does not exist" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
     # wrong shape: a 2D prepared set against a 3D run
-    from conftest import make_tiny_prepared
+    from synth_testdata import make_tiny_prepared
 
     p2 = make_tiny_prepared(tmp_path / "p2", 2, 16, 8)
     rc = main(["evaluate", "--real", str(p2), "--synthetic", str(run), "--out", str(tmp_path / "y"),

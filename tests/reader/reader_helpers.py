@@ -7,7 +7,7 @@ import csv
 from pathlib import Path
 
 import numpy as np
-from conftest import make_tiny_prepared
+from synth_testdata import make_tiny_prepared
 
 
 def make_sample_folder(root: Path, spatial_dims: int = 3, size: int = 16, n: int = 6, seed: int = 1) -> Path:

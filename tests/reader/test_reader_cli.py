@@ -53,7 +53,7 @@ def _serve(study: Path) -> tuple[subprocess.Popen, dict[str, str]]:
 
 
 def test_create_serve_analyze(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from conftest import make_tiny_prepared
+    from synth_testdata import make_tiny_prepared
 
     prep = make_tiny_prepared(tmp_path / "prep", 3, 12, 8)
     syn = make_sample_folder(tmp_path / "syn", 3, 12, 4)

@@ -73,7 +73,7 @@ def test_study_images_are_windowed_identically(tmp_path: Path) -> None:
 
 
 def test_create_2d_with_split_and_names(tmp_path: Path) -> None:
-    from conftest import make_tiny_prepared
+    from synth_testdata import make_tiny_prepared
 
     real = make_tiny_prepared(tmp_path / "prep", 2, 16, 8)
     syn = make_sample_folder(tmp_path / "syn", 2, 16, 4)
@@ -90,7 +90,7 @@ def test_create_2d_with_split_and_names(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("case", ["shape", "too_many", "exists", "names", "readers", "split"])
 def test_create_errors_name_the_problem(tmp_path: Path, case: str) -> None:
-    from conftest import make_tiny_prepared
+    from synth_testdata import make_tiny_prepared
 
     real = make_tiny_prepared(tmp_path / "prep", 3, 16, 8)
     syn = make_sample_folder(tmp_path / "syn", 3, 8 if case == "shape" else 16, 4)
