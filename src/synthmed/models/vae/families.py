@@ -1,0 +1,172 @@
+"""Vanilla VAE, DFC-VAE and IntroVAE (paper 002, Secs. 2.1, 2.3, 2.4 and 3.2).
+
+The networks live in ``networks.py`` (vanilla / DFC) and ``intro.py`` (IntroVAE); the losses and
+update order in :mod:`synthmed.train.vae_steps`.  Every VAE has an encoder ``E`` (images -> posterior
+mean and log-variance) and a decoder ``G`` (latent -> image), so sampling, previews and FID checks
+use ``G`` exactly as for the GANs, and reconstructions are ``G(mu(x))``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Literal
+
+import torch
+from torch import nn
+
+from synthmed.errors import ConfigError
+from synthmed.models.base import ModelFamily
+from synthmed.models.vae.intro import IntroDecoder, IntroEncoder
+from synthmed.models.vae.networks import GaussianEncoder, UpsamplingDecoder
+from synthmed.registry import MODELS
+
+#: integer parameters that must be >= 1 (when set).
+_POSITIVE = ("latent_dim", "base_channels", "max_channels", "max_stages", "feature_iterations", "feature_layers")
+
+
+def _validate(params: object) -> None:
+    """ConfigError naming the key when a size is < 1 or a weight or margin is negative."""
+    for f in fields(params):  # type: ignore[arg-type]
+        v = getattr(params, f.name)
+        if f.name in _POSITIVE and v is not None and v < 1:
+            raise ConfigError(f"config key 'model.{f.name}': expected a positive integer, got {v}")
+        if isinstance(v, float) and not v >= 0:
+            raise ConfigError(f"config key 'model.{f.name}': expected a non-negative number, got {v}")
+
+
+@dataclass
+class VAEParams:
+    """Vanilla VAE parameters.  Defaults: paper 002, Sec. 3.2 (latent 200; 4 stride-2 4x4 convs
+    with 32..256 channels as Hou et al. 2017; squared error scaled by 0.025 x H x W).
+
+    ``kl_weight`` multiplies the KL term of Eq. 5 (1 in the paper); ``reconstruction_scale`` is the
+    0.025 of "scaled by 0.025 x 128 x 128", applied to the per-image sum of squared errors on [0, 1]
+    intensities.
+    """
+
+    latent_dim: int = 200
+    base_channels: int = 32
+    max_channels: int = 256
+    max_stages: int = 4
+    negative_slope: float = 0.2
+    kl_weight: float = 1.0
+    reconstruction_scale: float = 0.025
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+
+@dataclass
+class DFCVAEParams:
+    """DFC-VAE parameters.  Networks as the vanilla VAE (paper 002, Sec. 3.2); the pixel term of Eq. 5
+    is replaced by the feature perceptual loss of Eqs. 6-7 on three ReLU layers of ``feature_network``.
+
+    ``feature_network``: ``indomain`` (default; the in-domain autoencoder's encoder, trained for
+    ``feature_iterations`` steps on the run's training images when ``feature_weights`` is empty, or
+    loaded from that checkpoint) or ``vgg16`` (needs ``feature_weights``, a local VGG16 file).
+
+    ``perceptual_weight``: None picks the default of the feature network.  ``vgg16``: 2e-9 on the
+    un-normalised sum of squared feature differences (paper 002's weight, which only makes sense on
+    such sums of ImageNet-scale VGG activations).  ``indomain``: Eq. 7 as printed (per-layer mean
+    over 2 C H W) weighted ``0.025 x number of pixels``, the weight the vanilla VAE gives the pixel
+    term that the perceptual term replaces (Sec. 2.3), since 2e-9 would leave only the KL term.
+
+    ``feature_layers``: how many activation layers of the in-domain network (VGG16 always uses
+    relu1_1, relu2_1 and relu3_1).
+    """
+
+    latent_dim: int = 200
+    base_channels: int = 32
+    max_channels: int = 256
+    max_stages: int = 4
+    negative_slope: float = 0.2
+    kl_weight: float = 1.0
+    feature_network: Literal["indomain", "vgg16"] = "indomain"
+    feature_weights: str = ""
+    feature_iterations: int = 500
+    feature_layers: int = 3
+    perceptual_weight: float | None = None
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+
+@dataclass
+class IntroVAEParams:
+    """IntroVAE parameters.  Defaults: paper 002, Sec. 3.2 (m = 110, latent 256, KL terms of Eqs. 8-9
+    weighted 0.25, reconstruction 0.5; residual PGGAN-like networks).
+
+    ``reconstruction_weight`` multiplies the per-image sum of squared errors on [0, 1] intensities
+    (IntroVAE's L_AE, whose scale the margin m is tuned to).  ``reconstructions_as_fakes`` adds
+    E(G(E(x))) to the fakes of Eqs. 8-9, as the original IntroVAE (Huang et al. 2018, Alg. 1) does;
+    paper 002's Eqs. 8-9 use only samples x' = G(z), the default.
+    """
+
+    latent_dim: int = 256
+    base_channels: int = 32
+    max_channels: int = 256
+    max_stages: int | None = None
+    negative_slope: float = 0.2
+    margin: float = 110.0
+    kl_weight: float = 0.25
+    reconstruction_weight: float = 0.5
+    reconstructions_as_fakes: bool = False
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+
+class _VAEFamily(ModelFamily):
+    """Shared by the VAEs: encoder ``E`` -> (mu, logvar), decoder ``G``; ``encode`` is the posterior mean."""
+
+    generator_key = "G"
+    encoder_key = "E"
+    has_encoder = True
+
+    def encode(self, nets: dict[str, nn.Module], x: torch.Tensor) -> torch.Tensor:
+        """The posterior mean mu(x) (B, latent_dim): deterministic reconstructions ``G(mu(x))``."""
+        mu, _ = nets[self.encoder_key](x)
+        return mu
+
+    def encode_sample(self, nets: dict[str, nn.Module], x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """``z = mu + eps * exp(logvar / 2)``, a draw from q(z|x) (the decoder's training input)."""
+        mu, logvar = nets[self.encoder_key](x)
+        return mu + eps.to(mu.dtype) * torch.exp(0.5 * logvar)
+
+
+@MODELS.register("vae")
+class VAE(_VAEFamily):
+    """Vanilla VAE: KL + 0.025 x sum of squared errors (paper 002, Eq. 5 and Sec. 3.2)."""
+
+    Params = VAEParams
+    step = "vae"
+
+    def build(self, params: VAEParams | DFCVAEParams, spatial_dims: int,  # type: ignore[override]
+              shape: tuple[int, ...]) -> dict[str, nn.Module]:
+        kw = dict(latent_dim=params.latent_dim, base_channels=params.base_channels,
+                  max_channels=params.max_channels, max_stages=params.max_stages,
+                  negative_slope=params.negative_slope)
+        return {"E": GaussianEncoder(spatial_dims, shape, **kw), "G": UpsamplingDecoder(spatial_dims, shape, **kw)}
+
+
+@MODELS.register("dfc_vae")
+class DFCVAE(VAE):
+    """DFC-VAE: KL + feature perceptual loss on three ReLU layers (paper 002, Eqs. 6-7; Hou et al. 2017)."""
+
+    Params = DFCVAEParams
+    step = "dfc_vae"
+
+
+@MODELS.register("intro_vae")
+class IntroVAE(_VAEFamily):
+    """IntroVAE: the encoder doubles as discriminator through the KL margin m (paper 002, Eqs. 8-9)."""
+
+    Params = IntroVAEParams
+    step = "intro_vae"
+
+    def build(self, params: IntroVAEParams, spatial_dims: int,  # type: ignore[override]
+              shape: tuple[int, ...]) -> dict[str, nn.Module]:
+        kw = dict(latent_dim=params.latent_dim, base_channels=params.base_channels,
+                  max_channels=params.max_channels, max_stages=params.max_stages,
+                  negative_slope=params.negative_slope)
+        return {"E": IntroEncoder(spatial_dims, shape, **kw), "G": IntroDecoder(spatial_dims, shape, **kw)}
