@@ -1,3 +1,6 @@
-"""GAN families (SN-GAN, alpha-SN-GAN)."""
+"""GAN families (SN-GAN, alpha-SN-GAN, HA-GAN, alpha-HA-GAN)."""
 
-from synthmed.models.gan import families  # noqa: F401  (registers the families)
+from synthmed.models.gan import (
+    families,  # noqa: F401  (registers the families)
+    hagan_families,  # noqa: F401  (registers HA-GAN and alpha-HA-GAN)
+)

@@ -64,6 +64,7 @@ class AlphaSNGAN(SNGAN):
 
     Params = AlphaSNGANParams
     step = "alpha_gan"
+    has_encoder = True  # E (Fig. S4): reconstructions G(E(x)) for paper 002's reconstruction metrics
 
     def build(self, params: AlphaSNGANParams, spatial_dims: int,  # type: ignore[override]
               shape: tuple[int, ...]) -> dict[str, nn.Module]:
