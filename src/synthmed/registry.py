@@ -80,6 +80,8 @@ AUGMENTS: Registry[Any] = Registry("augmentation")
 READERS: Registry[Any] = Registry("reader")
 #: Metrics on feature vectors or images (``synthmed.metrics``).
 METRICS: Registry[Any] = Registry("metric")
+#: Downstream diagnosis classifiers of ``synthmed utility`` (``synthmed.utility.classifiers``).
+CLASSIFIERS: Registry[Any] = Registry("classifier")
 
 
 def all_registries() -> dict[str, Registry[Any]]:
@@ -89,7 +91,8 @@ def all_registries() -> dict[str, Registry[Any]]:
     import synthmed.losses  # noqa: F401
     import synthmed.metrics  # noqa: F401
     import synthmed.models  # noqa: F401
+    import synthmed.utility.classifiers  # noqa: F401
     from synthmed.features.base import EXTRACTORS
 
     return {"models": MODELS, "losses": LOSSES, "augmentations": AUGMENTS, "readers": READERS,
-            "extractors": EXTRACTORS, "metrics": METRICS}
+            "extractors": EXTRACTORS, "metrics": METRICS, "classifiers": CLASSIFIERS}

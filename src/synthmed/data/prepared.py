@@ -90,9 +90,12 @@ class PreparedDataset:
     def __len__(self) -> int:
         return len(self.records)
 
-    def indices(self, subset: str = "all", fold: int = 0) -> np.ndarray:
+    def indices(self, subset: str = "all", fold: int = 0, label: str | int | None = None) -> np.ndarray:
         """Row indices of a subset: ``all``, ``test``, ``trainval`` (all but test),
-        ``train`` or ``val`` (fold ``fold`` of the saved k folds within trainval)."""
+        ``train`` or ``val`` (fold ``fold`` of the saved k folds within trainval); with ``label``
+        (a class name or integer label) only that class's rows."""
+        if label is not None and label != "":
+            return self._with_label(self.indices(subset, fold), label)
         if subset == "all":
             return np.arange(len(self))
         if self.splits is None:
@@ -112,6 +115,24 @@ class PreparedDataset:
         else:
             raise DataError(f"unknown subset {subset!r}; expected all, test, trainval, train or val")
         return np.array([id_to_row[s] for s in ids], dtype=np.int64)
+
+    def label_index(self, label: str | int) -> int:
+        """The integer label of a class name (or of an integer label given as text)."""
+        if isinstance(label, str) and label in self.classes:
+            return self.classes.index(label)
+        try:
+            value = int(label)
+        except (TypeError, ValueError):
+            value = -1
+        if self.labels is None or value not in set(self.labels.tolist()):
+            known = ", ".join(self.classes) or "(unlabelled dataset)"
+            raise DataError(f"{self.root}: no class {label!r}; classes: {known}")
+        return value
+
+    def _with_label(self, rows: np.ndarray, label: str | int) -> np.ndarray:
+        value = self.label_index(label)
+        assert self.labels is not None
+        return rows[self.labels[rows] == value]
 
 
 def write_prepared(
@@ -145,7 +166,7 @@ def write_prepared(
         with open(tmp, "wb") as f:
             np.save(f, images)
     with atomic_path(out / "manifest.csv") as tmp:
-        with open(tmp, "w", newline="") as f:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
             w.writerow(MANIFEST_COLUMNS)
             for i, r in enumerate(records):
@@ -176,7 +197,7 @@ def load_prepared(path: str | Path, mmap: bool = True) -> PreparedDataset:
     if not meta_path.is_file():
         raise DataError(f"{root}: not a prepared dataset (no dataset.json); run `synthmed preprocess INPUT --out {root}`")
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise DataError(f"{meta_path}: corrupt JSON ({e})") from None
     try:
@@ -187,7 +208,7 @@ def load_prepared(path: str | Path, mmap: bool = True) -> PreparedDataset:
         raise DataError(f"{root / 'images.npy'}: shape {images.shape} does not match dataset.json shape {meta.get('shape')}")
     records: list[Record] = []
     try:
-        with open(root / "manifest.csv", newline="") as f:
+        with open(root / "manifest.csv", newline="", encoding="utf-8") as f:
             for row in csv.DictReader(f):
                 lab = row["label"]
                 records.append(Record(row["subject_id"], int(lab) if lab != "" else None, row["label_name"],
@@ -198,5 +219,5 @@ def load_prepared(path: str | Path, mmap: bool = True) -> PreparedDataset:
         raise DataError(f"{root / 'manifest.csv'}: {len(records)} rows but images.npy holds {images.shape[0]} images")
     splits = None
     if (root / "splits.json").is_file():
-        splits = json.loads((root / "splits.json").read_text())
+        splits = json.loads((root / "splits.json").read_text(encoding="utf-8"))
     return PreparedDataset(root=root, images=images, records=records, meta=meta, splits=splits)

@@ -74,6 +74,7 @@ def data_summary(ds: PreparedDataset, rows: np.ndarray, cfg: RunConfig) -> dict[
         "classes": ds.classes,
         "subset": cfg.train.subset,
         "fold": cfg.train.fold,
+        "label": cfg.train.label,
         "n_train": int(len(rows)),
         "train_subject_ids": [ds.subject_ids[i] for i in rows],
     }
@@ -85,9 +86,9 @@ def _build(cfg: RunConfig, data_dir: Path, out_dir: Path, info: D.DistInfo) -> S
     family = get_family(cfg.model.name)
     if ds.spatial_dims not in family.spatial_dims:
         raise ConfigError(f"model {cfg.model.name!r} supports {family.spatial_dims}-D data, {data_dir} is {ds.spatial_dims}-D")
-    rows = ds.indices(cfg.train.subset, cfg.train.fold)
+    rows = ds.indices(cfg.train.subset, cfg.train.fold, label=cfg.train.label)
     if len(rows) == 0:
-        raise DataError(f"{data_dir}: subset {cfg.train.subset!r} is empty")
+        raise DataError(f"{data_dir}: subset {cfg.train.subset!r}{' of class ' + repr(cfg.train.label) if cfg.train.label else ''} is empty")
     images = torch.from_numpy(np.ascontiguousarray(ds.images[rows], dtype=np.float32))
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
     raw = {k: m.to(device) for k, m in family.build(cfg.model.params, ds.spatial_dims, ds.shape).items()}
@@ -136,7 +137,7 @@ def _write_run_files(sess: Session, resume: bool, start: int) -> None:
         p.mkdir(exist_ok=True)
     write_text_atomic(run.config, dump_config(sess.cfg))
     write_json_atomic(run.data_json, data_summary(sess.data, sess.rows, sess.cfg))
-    prev = json.loads(run.run_json.read_text()) if resume and run.run_json.is_file() else {}
+    prev = json.loads(run.run_json.read_text(encoding="utf-8")) if resume and run.run_json.is_file() else {}
     prev.update({
         "synthmed_version": __version__, "git_commit": _git_commit(), "torch_version": torch.__version__, "python": platform.python_version(),
         "command": sys.argv, "device": str(sess.device), "world_size": sess.info.world_size,
@@ -163,7 +164,7 @@ def _git_commit() -> str | None:
 
 def _set_status(run: RunFolder, **fields: Any) -> None:
     if run.run_json.is_file():
-        d = json.loads(run.run_json.read_text())
+        d = json.loads(run.run_json.read_text(encoding="utf-8"))
         d.update(fields)
         write_json_atomic(run.run_json, d)
 
@@ -221,6 +222,7 @@ def train(cfg: RunConfig, data_dir: str | Path, out_dir: str | Path, resume: boo
 def _train(cfg: RunConfig, data_dir: Path, out: Path, resume: bool, progress: bool, info: D.DistInfo) -> Path:
     sess = _build(cfg, data_dir, out, info)
     start, ckpt = _restore(sess) if resume else (0, {})
+    sess.step.prepare(sess.images, progress=progress and info.is_main)
     tc = cfg.train
     logger = None
     if info.is_main:
