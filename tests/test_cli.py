@@ -30,7 +30,8 @@ def test_list_prints_every_registry(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for word in ("models:", "sngan", "alpha_sngan", "losses:", "hinge", "augmentations:", "diffaugment", "extractors:",
                  "medicalnet-resnet50", "indomain-ae", "metrics:", "fid", "density_coverage",
-                 "readers:", "shipped configs:", "demo_quick"):
+                 "readers:", "shipped configs (synthmed train):", "demo_quick", "shipped utility configs:",
+                 "utility_quick", "classifiers:", "diagnosis-cnn", "hagan", "intro_vae"):
         assert word in out
 
 
@@ -38,8 +39,8 @@ def test_train_then_sample_in_process(tiny3d: Path, tmp_path: Path, capsys: pyte
     run = tmp_path / "run"
     assert main(["train", "alpha_sngan", "--data", str(tiny3d), "--out", str(run), "--no-progress",
                  "--set", "train.iterations=2", *TINY]) == 0
-    assert "model:\n  name: alpha_sngan" in (run / "config.yaml").read_text()
-    assert "iterations: 2" in (run / "config.yaml").read_text()
+    assert "model:\n  name: alpha_sngan" in (run / "config.yaml").read_text(encoding="utf-8")
+    assert "iterations: 2" in (run / "config.yaml").read_text(encoding="utf-8")
     assert main(["sample", str(run), "--n", "2", "--out", str(tmp_path / "s"), "--no-progress"]) == 0
     assert len(list((tmp_path / "s").glob("*.nii.gz"))) == 2
 

@@ -12,9 +12,17 @@ from synthmed.errors import ConfigError
 
 @pytest.mark.parametrize("name", shipped_configs())
 def test_every_shipped_config_loads(name: str) -> None:
+    from synthmed.registry import MODELS
+
     cfg = load_config(name)
-    assert cfg.model.name in ("sngan", "alpha_sngan")
+    assert cfg.model.name in MODELS.names()
     assert cfg.train.iterations > 0
+
+
+def test_shipped_config_kinds_partition_the_folder() -> None:
+    kinds = [shipped_configs(k) for k in ("run", "utility", "protocol")]
+    assert sorted(sum(kinds, [])) == shipped_configs(None)
+    assert "alpha_sngan" in kinds[0] and "utility_quick" in kinds[1]
 
 
 def test_paper_defaults() -> None:

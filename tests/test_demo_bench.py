@@ -27,14 +27,14 @@ def test_demo_end_to_end_at_toy_size(tmp_path: Path) -> None:
     prepared_affine = np.asarray(nib.load(files[0]).affine)
     import json
 
-    assert np.allclose(prepared_affine, json.loads((out / "prepared" / "dataset.json").read_text())["affine"])
+    assert np.allclose(prepared_affine, json.loads((out / "prepared" / "dataset.json").read_text(encoding="utf-8"))["affine"])
     labels = list(csv.DictReader(open(out / "prepared" / "manifest.csv")))
     assert {r["label_name"] for r in labels} == {"atrophy", "control"}
     # the demo ends with the evaluation report: ten (here two) synthetic sets the size of the real set
-    metrics = json.loads((out / "report" / "metrics.json").read_text())
+    metrics = json.loads((out / "report" / "metrics.json").read_text(encoding="utf-8"))
     fid = next(r for r in metrics["results"]["sources"]["alpha-SN-GAN"]["feature_metrics"] if r["metric"] == "fid")
     assert fid["n_sets"] == 2 and metrics["results"]["real"]["n"] == 6
-    assert "alpha-SN-GAN" in (out / "report" / "report.html").read_text()
+    assert "alpha-SN-GAN" in (out / "report" / "report.html").read_text(encoding="utf-8")
     # a finished demo folder may be replaced; any other non-empty folder is refused
     run_demo(out, plan=plan, progress=False, overrides=["train.iterations=1"])
     other = tmp_path / "mine"

@@ -29,9 +29,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
         print(f"{title}:")
         for name in reg.names():
             print(f"  {name:<{width}}{reg.describe(name)}")
-    print("shipped configs:")
-    for name in shipped_configs():
-        print(f"  {name}")
+    for kind in ("run", "utility", "protocol"):
+        print(f"shipped {kind} configs:" if kind != "run" else "shipped configs (synthmed train):")
+        for name in shipped_configs(kind):
+            print(f"  {name}")
     return 0
 
 
@@ -106,6 +107,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_utility(args: argparse.Namespace) -> int:
+    from synthmed.utility import load_utility_config, run_utility
+
+    cfg = load_utility_config(args.config, args.set or [])
+    html = run_utility(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    print(f"utility report written to {html} (per-fold numbers in {html.parent / 'per_fold_metrics.csv'})")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from synthmed.demo import run_demo
 
@@ -120,8 +130,34 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from synthmed.bench import format_table, run_bench
 
     rows = run_bench(args.models, args.sizes, args.batch_sizes, args.spatial_dims, args.iterations, args.warmup,
-                     args.device, args.precision, Path(args.out) if args.out else None)
+                     args.device, args.precision, Path(args.out) if args.out else None,
+                     channels_last=args.channels_last, compile=args.compile)
     print(format_table(rows))
+    return 0
+
+
+def _cmd_encode(args: argparse.Namespace) -> int:
+    from synthmed.latent import encode_dataset, save_codes
+
+    codes = encode_dataset(args.run, args.data, subset=args.subset, fold=args.fold, batch_size=args.batch_size,
+                           checkpoint=args.checkpoint, device=args.device, progress=not args.no_progress)
+    print(f"{len(codes)} latent codes ({codes.codes.shape[1]} dims) written to {save_codes(codes, args.out)}")
+    return 0
+
+
+def _cmd_latent(args: argparse.Namespace) -> int:
+    from synthmed.latent import format_ridge_table, ridge_report, traverse_run
+
+    if args.latent_command == "ridge":
+        alphas = [a if a == "cv" else float(a) for a in args.alpha]
+        res = ridge_report(args.codes, args.data, args.properties, alphas, args.folds, args.log, args.seed,
+                           args.permutations, args.participants, args.out)
+        print(format_ridge_table(res))
+    else:
+        trav = traverse_run(args.run, args.codes, args.data, args.property, args.out, steps=args.steps, seed=args.seed,
+                            alpha=args.alpha, table=args.participants, checkpoint=args.checkpoint, device=args.device)
+        measured = "" if trav.measured is None else f"; measured {', '.join(f'{v:.1f}' for v in trav.measured)}"
+        print(f"traversal written to {args.out} (targets {', '.join(f'{v:.1f}' for v in trav.targets)}{measured})")
     return 0
 
 
@@ -209,17 +245,72 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=_cmd_evaluate)
 
+    s = sub.add_parser("utility", help="diagnosis classifier on real / augmented / mixed / synthetic training sets, "
+                                       "tested on real data, cross-validated, with statistics (paper 000)")
+    s.add_argument("config", help="YAML path or shipped utility config (utility_quick, utility_paper000)")
+    s.add_argument("--out", required=True, help="output folder (report.html, metrics.json, CSVs, folds/)")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config key, e.g. data.path=/tmp/prep or synthetic.depr=runs/depr")
+    s.add_argument("--resume", action="store_true", help="continue a run in --out; finished folds are kept")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=_cmd_utility)
+
     s = sub.add_parser("bench", help="seconds per training iteration and peak memory per model/size/batch")
-    s.add_argument("--models", nargs="+", default=["sngan", "alpha_sngan"], help="shipped config names")
+    s.add_argument("--models", nargs="+", default=None,
+                   help="shipped config or model names (default: every registered model for --spatial-dims)")
     s.add_argument("--sizes", nargs="+", type=int, default=[32, 64])
     s.add_argument("--batch-sizes", nargs="+", type=int, default=[4])
     s.add_argument("--spatial-dims", type=int, default=3, choices=[2, 3])
     s.add_argument("--iterations", type=int, default=5, help="timed iterations")
     s.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
     s.add_argument("--device", default="cpu")
-    s.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    s.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                   help="mixed precision; other than fp32 also measures fp32 eager for the ratios")
+    s.add_argument("--channels-last", action="store_true", help="also measure channels_last(_3d) memory format")
+    s.add_argument("--compile", action="store_true", help="also measure torch.compile")
     s.add_argument("--out", help="CSV file to write")
     s.set_defaults(func=_cmd_bench)
+
+    s = sub.add_parser("encode", help="latent codes of real images from a trained model's encoder (.npz or .csv)")
+    s.add_argument("run", help="run folder of a model with an encoder (alpha_sngan, hagan, alpha_hagan, VAEs)")
+    s.add_argument("--data", required=True, help="prepared dataset folder")
+    s.add_argument("--out", required=True, help="codes file to write (.npz or .csv)")
+    s.add_argument("--subset", default="all", choices=["all", "trainval", "test", "train", "val"])
+    s.add_argument("--fold", type=int, default=0, help="fold for --subset train/val")
+    s.add_argument("--checkpoint", help="checkpoint file (default RUN/checkpoints/last.pt)")
+    s.add_argument("--batch-size", type=int, default=4)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=_cmd_encode)
+
+    s = sub.add_parser("latent", help="ridge R^2 of measured properties from latent codes; latent-direction traversal")
+    lat = s.add_subparsers(dest="latent_command", required=True)
+    r = lat.add_parser("ridge", help="cross-validated ridge regression R^2 (paper 001, Table VI)")
+    r.add_argument("codes", help="codes file written by `synthmed encode`")
+    r.add_argument("--data", required=True, help="the prepared dataset the codes were computed from")
+    r.add_argument("--properties", nargs="+", default=["age", "total_brain_volume"],
+                   help="image properties (total_brain_volume, native_brain_volume, ventricle_volume) or columns "
+                        "of participants.tsv (e.g. age)")
+    r.add_argument("--participants", help="subject table (TSV/CSV; default: participants.tsv of the BIDS input)")
+    r.add_argument("--alpha", nargs="+", default=["0.0001"], help="ridge penalties, or cv (default 1e-4, paper 001)")
+    r.add_argument("--folds", type=int, default=5)
+    r.add_argument("--log", action="store_true", help="predict the logarithm (paper 001)")
+    r.add_argument("--permutations", type=int, default=0, help="permutation test with this many shuffles")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--out", help="JSON file to write")
+    t = lat.add_parser("traverse", help="images along the latent direction of a property (paper 001, Sec. IV-E)")
+    t.add_argument("run", help="run folder the codes were encoded with")
+    t.add_argument("--codes", required=True, help="codes file written by `synthmed encode`")
+    t.add_argument("--data", required=True, help="the prepared dataset the codes were computed from")
+    t.add_argument("--property", default="total_brain_volume", help="property whose direction is traversed")
+    t.add_argument("--participants", help="subject table for non-image properties")
+    t.add_argument("--out", required=True, help="PNG to write (numbers in the .json beside it)")
+    t.add_argument("--steps", type=int, default=7, help="images from the 5th to the 95th percentile of real values")
+    t.add_argument("--alpha", type=float, default=1e-4, help="ridge penalty of the direction's linear model")
+    t.add_argument("--seed", type=int, default=0, help="seed of the reference code")
+    t.add_argument("--checkpoint", help="checkpoint file (default RUN/checkpoints/last.pt)")
+    t.add_argument("--device", default="auto")
+    s.set_defaults(func=_cmd_latent)
 
     s = sub.add_parser("demo", help="the whole path in miniature: prepare, train alpha-SN-GAN, sample, compare")
     s.add_argument("--out", required=True, help="demo output folder")

@@ -48,6 +48,9 @@ class TrainConfig:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     subset: Literal["all", "trainval", "train"] = "trainval"
     fold: int = 0
+    #: train on one class only (class name or integer label; empty = every class): one
+    #: unconditional model per class, as paper 000's "one GAN per class" conditioning
+    label: str | int = ""
     log_every: int = 10
     sample_every: int = 500
     checkpoint_every: int = 500
@@ -242,13 +245,24 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
                       f"shipped configs: {', '.join(shipped_configs())}")
 
 
-def shipped_configs() -> list[str]:
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+#: shipped-config name prefixes of the configs that are not training runs (``synthmed utility``, ``synthmed protocol``).
+CONFIG_KINDS = {"utility": "utility_", "protocol": "protocol_"}
+
+
+def shipped_configs(kind: str | None = "run") -> list[str]:
+    """Names of the shipped configs of one kind: ``run`` (``synthmed train``), ``utility``,
+    ``protocol`` (by name prefix), or every one with ``kind=None``."""
+    names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    if kind is None:
+        return names
+    if kind == "run":
+        return [n for n in names if not n.startswith(tuple(CONFIG_KINDS.values()))]
+    return [n for n in names if n.startswith(CONFIG_KINDS[kind])]
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from None
     if data is None:

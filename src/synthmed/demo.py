@@ -106,7 +106,7 @@ def run_demo(out: Path, quick: bool = False, data: Path | None = None, label_col
     write_comparison(np.asarray(ds.images[: plan.n_samples]), synthetic, out / "comparison.png",
                      spacing=ds.meta.get("spacing"))
     _evaluate(prepared, run_dir, out / "report", plan, device, progress)
-    (out / "demo.done").write_text(f"prepared={prepared}\nrun={run_dir}\nsynthetic={synth_dir}\n")
+    (out / "demo.done").write_text(f"prepared={prepared}\nrun={run_dir}\nsynthetic={synth_dir}\n", encoding="utf-8")
     return out
 
 

@@ -31,7 +31,7 @@ def test_phantom_files(phantom_prepared: tuple[Path, Path]) -> None:
     img = nib.load(files[0])
     assert nib.aff2axcodes(img.affine) == ("L", "A", "S") and img.header.get_zooms() == (4.0, 4.0, 4.0)
     assert img.get_data_dtype() == np.int16 and np.asarray(img.dataobj).min() == 0
-    labels = (raw / "labels.csv").read_text().splitlines()
+    labels = (raw / "labels.csv").read_text(encoding="utf-8").splitlines()
     assert labels[0] == "subject_id,label" and sum(",atrophy" in r for r in labels) == 3
     doc = phantom_group_difference()
     assert doc["gm_intensity_factor"] == pytest.approx(0.85) and doc["expected_sign"] == -1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import locale
 import logging
 from pathlib import Path
 
@@ -140,7 +141,9 @@ def _write_dicom_series(folder: Path, vol: np.ndarray, spacing: tuple[float, flo
                          ("0020|0032", "\\".join(str(v) for v in img.TransformIndexToPhysicalPoint((0, 0, k))))):
             sl.SetMetaData(tag, val)
         writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
-        writer.Execute(sl)
+        saved = locale.setlocale(locale.LC_ALL)
+        writer.Execute(sl)  # GDCM's DICOM writer sets LC_ALL to "C" and leaves it there
+        locale.setlocale(locale.LC_ALL, saved)
 
 
 def test_dicom_series_round_trip(tmp_path: Path) -> None:

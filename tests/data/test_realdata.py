@@ -19,7 +19,7 @@ DS = "ds002748-t1w-2mm"
 def _subset_bids(src: Path, dst: Path, ids: list[str]) -> Path:
     """A BIDS folder holding ``ids`` only (symlinks to the shared data, nothing copied)."""
     dst.mkdir()
-    lines = (src / "participants.tsv").read_text().splitlines()
+    lines = (src / "participants.tsv").read_text(encoding="utf-8").splitlines()
     keep = [lines[0]] + [r for r in lines[1:] if r.split("\t")[0] in ids]
     (dst / "participants.tsv").write_text("\n".join(keep) + "\n")
     for sid in ids:
@@ -56,7 +56,7 @@ def test_ds002748_all_subjects(shared_data: Path, tmp_path: Path) -> None:
     assert ds.images.shape == (72, 1, 64, 64, 64) and np.bincount(ds.labels).tolist() == [21, 51]
     assert ds.splits["stratified"] and len(ds.splits["test"]) == 14 and ds.splits["n_folds"] == 5
     _check_brains(ds, 0.3)
-    meta = json.loads((out / "dataset.json").read_text())
+    meta = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
     assert meta["preprocessing"]["template"]["name"] == "mni152"
 
 

@@ -42,7 +42,7 @@ def run(prep: Path, tmp_path: Path) -> Path:
 
 
 def _metrics(out: Path) -> dict:
-    return json.loads((out / "metrics.json").read_text())
+    return json.loads((out / "metrics.json").read_text(encoding="utf-8"))
 
 
 def _feature(m: dict, source: str, metric: str) -> dict:
@@ -53,7 +53,7 @@ def _copies_folder(ds_path: Path, rows: np.ndarray, out: Path) -> Path:
     """A `synthmed sample`-style folder whose images are exact copies of real rows."""
     ds = load_prepared(ds_path)
     out.mkdir()
-    with open(out / "manifest.csv", "w", newline="") as f:
+    with open(out / "manifest.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["file", "label", "seed"])
         for k, r in enumerate(rows):
@@ -65,7 +65,7 @@ def _copies_folder(ds_path: Path, rows: np.ndarray, out: Path) -> Path:
 def test_run_folder_report(prep: Path, run: Path, tmp_path: Path) -> None:
     html = evaluate(prep, run, tmp_path / "rep", _opts())
     out = html.parent
-    assert html.is_file() and "<html" in html.read_text()[:200].lower()
+    assert html.is_file() and "<html" in html.read_text(encoding="utf-8")[:200].lower()
     m = _metrics(out)
     res = m["results"]
     assert res["real"]["n"] == 12 and res["feature_space"]["name"] == "indomain-ae"
@@ -76,7 +76,7 @@ def test_run_folder_report(prep: Path, run: Path, tmp_path: Path) -> None:
     assert np.isclose(fid["value"], np.mean(fid["per_set"]))
     assert res["sources"]["run"]["set_sizes"] == [12, 12, 12]
     # privacy: the run's own training subjects vs every other subject
-    data = json.loads((run / "data.json").read_text())
+    data = json.loads((run / "data.json").read_text(encoding="utf-8"))
     priv = res["sources"]["run"]["privacy"]
     assert priv["n_train"] == len(data["train_subject_ids"]) and priv["n_train"] + priv["n_holdout"] == 12
     assert 0.0 <= priv["pixel (L2)"]["membership_inference"]["auc"] <= 1.0

@@ -158,5 +158,5 @@ def test_cached_features(tmp_path: Path) -> None:
     calls = ext.calls
     cached_features(ext, images, tmp_path, progress=False)
     assert ext.calls > calls
-    sidecar = json.loads(next(tmp_path.glob("*other*.json")).read_text())
+    sidecar = json.loads(next(tmp_path.glob("*other*.json")).read_text(encoding="utf-8"))
     assert sidecar["extractor"]["name"] == "mean-std" and sidecar["n"] == 5

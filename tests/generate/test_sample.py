@@ -39,7 +39,7 @@ def test_nifti_cohort_with_affine_and_manifest(run3d: Path, tmp_path: Path) -> N
     ckpt = run3d / "checkpoints" / "last.pt"
     assert {r["checkpoint_sha256"] for r in rows} == {sha256_file(ckpt)}
     assert {r["model"] for r in rows} == {"alpha_sngan"} and {r["step"] for r in rows} == {"2"}
-    data_affine = np.asarray(json.loads((run3d / "data.json").read_text())["affine"])
+    data_affine = np.asarray(json.loads((run3d / "data.json").read_text(encoding="utf-8"))["affine"])
     for r in rows:
         img = nib.load(out / r["file"])
         assert img.shape == (16, 16, 16)
@@ -47,7 +47,7 @@ def test_nifti_cohort_with_affine_and_manifest(run3d: Path, tmp_path: Path) -> N
         vol = np.asarray(img.dataobj)
         assert vol.min() >= -1 and vol.max() <= 1
     assert (out / "preview.png").is_file()
-    assert json.loads((out / "sample.json").read_text())["n"] == 5
+    assert json.loads((out / "sample.json").read_text(encoding="utf-8"))["n"] == 5
 
 
 def test_reproducible_and_batch_size_independent(run3d: Path, tmp_path: Path) -> None:
@@ -74,7 +74,7 @@ def test_existing_output_is_not_overwritten(run3d: Path, tmp_path: Path) -> None
     (out / "keep.txt").write_text("mine")
     with pytest.raises(SynthmedError, match="not empty"):
         sample(run3d, 1, out, progress=False)
-    assert (out / "keep.txt").read_text() == "mine"
+    assert (out / "keep.txt").read_text(encoding="utf-8") == "mine"
     sample(run3d, 1, out, overwrite=True, progress=False)
     assert not (out / "keep.txt").exists()
 

@@ -25,7 +25,7 @@ def make_sample_folder(root: Path, spatial_dims: int = 3, size: int = 16, n: int
         else:
             write_png(img, root / name)
         rows.append({"file": name, "label": i % 2, "label_name": "ab"[i % 2], "seed": 100 + i})
-    with open(root / "manifest.csv", "w", newline="") as f:
+    with open(root / "manifest.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=["file", "label", "label_name", "seed"])
         w.writeheader()
         w.writerows(rows)

@@ -110,13 +110,13 @@ def test_write_analysis_outputs(answered: Path, tmp_path: Path) -> None:
     for name in ("report.html", "analysis.json", "analysis_readers.csv", "analysis_table2.csv",
                  "analysis_agreement.csv", "answers_with_truth.csv"):
         assert (answered / name).is_file(), name
-    data = json.loads((answered / "analysis.json").read_text())
+    data = json.loads((answered / "analysis.json").read_text(encoding="utf-8"))
     assert [r["accuracy"] for r in data["readers"]] == [0.8, 0.6, 0.4]
     assert data["agreement"]["fleiss_kappa"]["n_items"] == 5
     assert {r["outcome"] for r in data["table2"]} == {"TP", "FP", "TN", "FN"}
-    html = paths["report"].read_text()
+    html = paths["report"].read_text(encoding="utf-8")
     assert "Reader study" in html and "Fleiss" in html and "Table 2" in html and "Wilcoxon" in html
-    with open(answered / "answers_with_truth.csv", newline="") as f:
+    with open(answered / "answers_with_truth.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 25 and {r["source"] for r in rows} == {"real", "synthetic"}
     # elsewhere, and as a section of another report

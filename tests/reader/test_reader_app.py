@@ -68,7 +68,7 @@ def test_no_path_traversal(served: tuple[Path, Any, Study]) -> None:
     root, app, study = served
     c = app.test_client()
     tok = study.token_of("reader-1")
-    secrets_on_disk = [(root / "truth.csv").read_text().splitlines()[1], study.admin_token]
+    secrets_on_disk = [(root / "truth.csv").read_text(encoding="utf-8").splitlines()[1], study.admin_token]
     urls = ["/r/../study.json", "/r/..%2fstudy.json", "/r/%2e%2e/truth.csv", f"/r/{tok}/../../truth.csv",
             f"/r/{tok}/img/..%2f..%2ftruth.csv/axial.png", f"/r/{tok}/img/{study.items[0]}/..%2faxial.png",
             "/assets/..%2f..%2fstudy.json", "/..%2f..%2fetc/passwd", "//etc/passwd", "/answers.sqlite",

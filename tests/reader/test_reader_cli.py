@@ -88,7 +88,7 @@ def test_create_serve_analyze(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
     assert main(["reader", "analyze", str(study)]) == 0
     assert "report.html" in capsys.readouterr().out
-    report = (study / "report.html").read_text()
+    report = (study / "report.html").read_text(encoding="utf-8")
     assert "Reader study" in report and "Cohen" in report
     assert (study / "analysis.json").is_file() and (study / "analysis_table2.csv").is_file()
 

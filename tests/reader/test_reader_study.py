@@ -39,10 +39,10 @@ def test_create_3d_study_layout_and_blinding(tmp_path: Path) -> None:
     assert sorted(p.name for p in root.iterdir()) == ["access.json", "answers.sqlite", "images.npy", "study.json",
                                                       "truth.csv"]
     assert not [p for p in root.parent.iterdir() if p.name.startswith(".")]  # no temporary folder left
-    meta = json.loads((root / "study.json").read_text())
+    meta = json.loads((root / "study.json").read_text(encoding="utf-8"))
     truth = load_truth(root)
     # no per-item truth in study.json, only in truth.csv
-    text = (root / "study.json").read_text()
+    text = (root / "study.json").read_text(encoding="utf-8")
     assert '"source": "real"' not in text and "sample_0" not in text
     assert sorted(truth) == sorted(meta["items"])
     assert sum(t["source"] == "real" for t in truth.values()) == 4
@@ -80,7 +80,7 @@ def test_create_2d_with_split_and_names(tmp_path: Path) -> None:
     root = create_study(real, [syn, syn], tmp_path / "s", n_real=2, n_synthetic=2, readers=["ann", "bo"],
                         split="test")
     truth = load_truth(root)
-    splits = json.loads((real / "splits.json").read_text())
+    splits = json.loads((real / "splits.json").read_text(encoding="utf-8"))
     real_ids = {t["source_id"] for t in truth.values() if t["source"] == "real"}
     assert real_ids <= set(splits["test"])
     assert sorted({t["source_name"] for t in truth.values()}) == ["real", "syn", "syn-2"]
@@ -111,7 +111,7 @@ def test_create_errors_name_the_problem(tmp_path: Path, case: str) -> None:
     with pytest.raises(DataError, match=expected):
         create_study(real, syn, tmp_path / "out", **kwargs)
     if case == "exists":
-        assert (tmp_path / "out" / "x").read_text() == "keep me"
+        assert (tmp_path / "out" / "x").read_text(encoding="utf-8") == "keep me"
     else:
         assert not (tmp_path / "out").exists()
 
@@ -120,7 +120,7 @@ def test_load_study_rejects_broken_folders(tmp_path: Path) -> None:
     root = make_study(tmp_path, 2, n_real=2, n_synthetic=2, readers=1)
     with pytest.raises(DataError, match="does not exist"):
         load_study(tmp_path / "nope")
-    meta = json.loads((root / "study.json").read_text())
+    meta = json.loads((root / "study.json").read_text(encoding="utf-8"))
     meta["readers"][0]["order"] = meta["readers"][0]["order"][:-1]
     (root / "study.json").write_text(json.dumps(meta))
     with pytest.raises(DataError, match="permutation"):
@@ -174,7 +174,7 @@ def test_window_uint8() -> None:
 
 def test_truth_csv_names_the_sources(tmp_path: Path) -> None:
     root = make_study(tmp_path, 3, n_real=2, n_synthetic=2, readers=1)
-    with open(root / "truth.csv", newline="") as f:
+    with open(root / "truth.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     syn = [r for r in rows if r["source"] == "synthetic"]
     assert all(r["source_id"].startswith("sample_") for r in syn)

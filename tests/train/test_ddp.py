@@ -21,7 +21,7 @@ def test_torchrun_two_gloo_processes(tiny3d: Path, tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    meta = json.loads((run / "run.json").read_text())
+    meta = json.loads((run / "run.json").read_text(encoding="utf-8"))
     assert meta["world_size"] == 2 and meta["status"] == "finished"
     digests = meta["replica_param_sha256"]
     # each rank saw different images and latents; equal weights prove gradients were all-reduced

@@ -32,7 +32,7 @@ def test_fid_logged_and_best_checkpoint_kept(tiny3d: Path, tmp_path: Path) -> No
     assert (run / "fid_extractor.pt").is_file()
     best = load_checkpoint(run / "checkpoints" / "best.pt")
     assert best["step"] == [2, 4, 6][int(np.argmin(values))]
-    meta = json.loads((run / "run.json").read_text())
+    meta = json.loads((run / "run.json").read_text(encoding="utf-8"))
     assert meta["best_fid"] == pytest.approx(min(values), rel=1e-5) and meta["status"] == "finished"
 
 
@@ -45,7 +45,7 @@ def test_early_stop_after_patience(tiny3d: Path, tmp_path: Path, monkeypatch: py
                                 "train.fid_extractor_iterations=2", "train.fid_samples=4", "train.iterations=20",
                                 "train.fid_patience=2"])
     run = train(cfg, tiny3d, tmp_path / "run", progress=False)
-    meta = json.loads((run / "run.json").read_text())
+    meta = json.loads((run / "run.json").read_text(encoding="utf-8"))
     assert meta["status"] == "stopped_early" and meta["step"] == 4
     assert meta["best_fid"] == 4.0 and meta["best_fid_step"] == 2
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 4

@@ -179,7 +179,12 @@ def _train_holdout(ds: PreparedDataset, first: SyntheticSet) -> tuple[np.ndarray
 
 def _privacy(name: str, ds: PreparedDataset, src: Source, real_feats_all: np.ndarray, out: Path,
              opts: EvaluateOptions) -> tuple[list[Any], dict[str, Any]]:
-    from synthmed.evaluate.privacy import SSIMConfig, dcr_analysis, membership_inference_auc, nearest_neighbour_figure
+    from synthmed.evaluate.privacy import (
+        SSIMConfig,
+        dcr_analysis,
+        membership_inference_auc,
+        nearest_neighbour_figure,
+    )
     from synthmed.evaluate.privacy import nearest_neighbours as nn_search
 
     train_rows, hold_rows, how = _train_holdout(ds, src.first)

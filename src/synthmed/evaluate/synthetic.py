@@ -55,7 +55,7 @@ def load_sampled_folder(folder: Path) -> SyntheticSet:
     manifest = folder / "manifest.csv"
     if not manifest.is_file():
         raise DataError(f"{folder}: no manifest.csv; expected a folder written by `synthmed sample` or a run folder")
-    with open(manifest, newline="") as f:
+    with open(manifest, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     if not rows:
         raise DataError(f"{manifest}: lists no images")
@@ -65,7 +65,7 @@ def load_sampled_folder(folder: Path) -> SyntheticSet:
     labels = None
     if all(r.get("label", "") != "" for r in rows):
         labels = np.array([int(r["label"]) for r in rows], dtype=np.int64)
-    meta = json.loads((folder / "sample.json").read_text()) if (folder / "sample.json").is_file() else {}
+    meta = json.loads((folder / "sample.json").read_text(encoding="utf-8")) if (folder / "sample.json").is_file() else {}
     prov = {"source": str(folder.resolve()), "kind": "sampled folder", "n": len(rows),
             "model": meta.get("model"), "checkpoint_sha256": meta.get("checkpoint_sha256"),
             "seeds": [int(r["seed"]) for r in rows if r.get("seed", "") != ""]}

@@ -52,7 +52,7 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, device: 
         if not p.is_file():
             raise SynthmedError(f"{p}: missing; {run.root} is not a synthmed run folder")
     cfg = load_config(run.config)
-    data = json.loads(run.data_json.read_text())
+    data = json.loads(run.data_json.read_text(encoding="utf-8"))
     family = get_family(cfg.model.name)
     ckpt_path = Path(checkpoint) if checkpoint else run.last
     ckpt = load_checkpoint(ckpt_path)
@@ -132,7 +132,7 @@ def _write_manifest(run: LoadedRun, rows: list[dict[str, Any]], tmp: Path, seed:
     extra = {"model": run.cfg.model.name, "checkpoint": str(run.checkpoint.resolve()),
              "checkpoint_sha256": run.checkpoint_sha256, "step": run.step}
     cols = ["file", "label", "label_name", "seed", *extra]
-    with open(tmp / "manifest.csv", "w", newline="") as f:
+    with open(tmp / "manifest.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
         for r in rows:

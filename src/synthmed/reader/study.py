@@ -177,7 +177,7 @@ def _synthetic_ids(path: Path, n_total: int, prov: dict[str, Any]) -> list[str]:
     """A traceable id per synthetic image: the manifest's file name, else the seed."""
     manifest = path / "manifest.csv"
     if manifest.is_file():
-        with open(manifest, newline="") as f:
+        with open(manifest, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
         if len(rows) == n_total:
             return [r.get("file", "") or str(i) for i, r in enumerate(rows)]
@@ -297,7 +297,7 @@ def _write_folder(out: Path, pixels: np.ndarray, meta: dict[str, Any], truth: li
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         np.save(tmp / IMAGES_NPY, pixels)
-        with open(tmp / TRUTH_CSV, "w", newline="") as f:
+        with open(tmp / TRUTH_CSV, "w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=TRUTH_COLUMNS)
             w.writeheader()
             w.writerows(truth)
@@ -322,7 +322,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"{path}: missing; {path.parent} is not a reader study (run `synthmed reader create`)")
     try:
-        obj = json.loads(path.read_text())
+        obj = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: corrupt JSON ({e})") from None
     if not isinstance(obj, dict):
@@ -394,7 +394,7 @@ def load_truth(path: str | os.PathLike[str]) -> dict[str, dict[str, str]]:
     if not p.is_file():
         raise DataError(f"{p}: missing; the study's ground truth is needed for the analysis")
     try:
-        with open(p, newline="") as f:
+        with open(p, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
     except (OSError, csv.Error) as e:
         raise DataError(f"{p}: cannot read ({e})") from None
@@ -409,7 +409,7 @@ def load_truth(path: str | os.PathLike[str]) -> dict[str, dict[str, str]]:
 def write_csv(path: Path, columns: Sequence[str], rows: Sequence[Sequence[Any]] | Sequence[dict[str, Any]]) -> Path:
     """Write a CSV file atomically (rows as sequences or dicts)."""
     with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="") as f:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
             if rows and isinstance(rows[0], dict):
                 w = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
                 w.writeheader()

@@ -111,7 +111,7 @@ class FIDMonitor:
 
     def _append_csv(self, step: int, value: float) -> None:
         new = not self.csv_path.is_file()
-        with open(self.csv_path, "a", newline="") as f:
+        with open(self.csv_path, "a", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
             if new:
                 w.writerow(["step", "fid", "n_real", "n_fake", "feature_dim", "extractor", "weights_sha256"])
@@ -123,8 +123,8 @@ class FIDMonitor:
         """On resume: drop rows written after the checkpoint being resumed."""
         if not self.csv_path.is_file():
             return
-        with open(self.csv_path, newline="") as f:
+        with open(self.csv_path, newline="", encoding="utf-8") as f:
             rows = list(csv.reader(f))
         keep = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= step]
-        with open(self.csv_path, "w", newline="") as f:
+        with open(self.csv_path, "w", newline="", encoding="utf-8") as f:
             csv.writer(f).writerows(keep)

@@ -25,21 +25,21 @@ class MetricsLogger:
         self.tb = SummaryWriter(str(tb_dir), purge_step=start_step if start_step > 0 else None)
 
     def _truncate(self, step: int) -> None:
-        with open(self.csv_path, newline="") as f:
+        with open(self.csv_path, newline="", encoding="utf-8") as f:
             rows = list(csv.reader(f))
         if not rows:
             return
         self.columns = rows[0]
         keep = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step]
-        with open(self.csv_path, "w", newline="") as f:
+        with open(self.csv_path, "w", newline="", encoding="utf-8") as f:
             csv.writer(f).writerows(keep)
 
     def log(self, step: int, values: dict[str, float]) -> None:
         if self.columns is None:
             self.columns = ["step", *values]
-            with open(self.csv_path, "w", newline="") as f:
+            with open(self.csv_path, "w", newline="", encoding="utf-8") as f:
                 csv.writer(f).writerow(self.columns)
-        with open(self.csv_path, "a", newline="") as f:
+        with open(self.csv_path, "a", newline="", encoding="utf-8") as f:
             csv.writer(f).writerow([step, *(f"{values.get(c, float('nan')):.6g}" for c in self.columns[1:])])
         for k, v in values.items():
             self.tb.add_scalar(k, v, step)

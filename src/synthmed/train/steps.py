@@ -53,7 +53,9 @@ class Step:
                     for k in self.trained}
         self.scaler = make_scaler(device, tc.precision)
         self.precision = tc.precision
-        self.adv = LOSSES.get(self.params.adversarial_loss)()
+        # Families without a discriminator (the VAEs) have no adversarial loss to configure.
+        adv = getattr(self.params, "adversarial_loss", None)
+        self.adv = LOSSES.get(adv)() if adv is not None else None
 
     def amp(self) -> Any:
         return autocast(self.device, self.precision)
@@ -66,6 +68,11 @@ class Step:
         for k in keys:
             self.scaler.step(self.opt[k])
         self.scaler.update()
+
+    def prepare(self, images: torch.Tensor, progress: bool = False) -> None:
+        """Called by the loop once per process before the first iteration (after any resume) with all
+        training images (N, 1, *spatial) on the CPU; for steps that need something fitted on them
+        first (the DFC-VAE's in-domain feature network).  Nothing by default."""
 
     def latent(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.family.latent_dim(self.params), device=self.device)
@@ -152,3 +159,8 @@ def make_step(family: ModelFamily, cfg: RunConfig, nets: dict[str, nn.Module], d
               augment: Augment | None) -> Step:
     """The family's step, with optimisers for its trained networks."""
     return STEPS.get(family.step)(family, cfg, nets, device, augment)
+
+
+# The VAE and HA-GAN steps register themselves into STEPS (imported last: they subclass Step).
+import synthmed.train.hagan_steps  # noqa: E402, F401
+import synthmed.train.vae_steps  # noqa: E402, F401
