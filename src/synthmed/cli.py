@@ -94,7 +94,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     fo = FidelityOptions(extractor=args.extractor, weights=args.weights,
-                         extractor_iterations=args.extractor_iterations)
+                         extractor_iterations=args.extractor_iterations, extractor_size=args.extractor_size)
     opts = EvaluateOptions(split=args.split, fold=args.fold, n_sets=args.n_sets, set_size=args.set_size,
                            max_real=args.max_real,
                            fidelity=fo, image_metrics=not args.no_image_metrics, privacy=not args.no_privacy,
@@ -232,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--extractor", default="indomain-ae", help="feature extractor (see `synthmed list`)")
     s.add_argument("--weights", help="local weights file of the extractor (default indomain-ae: trained here)")
     s.add_argument("--extractor-iterations", type=int, default=1000, help="training iterations of indomain-ae")
+    s.add_argument("--extractor-size", type=int, default=None,
+                   help="largest side of indomain-ae's input (default 32 for volumes, 64 for 2D; 0 = native)")
     s.add_argument("--no-image-metrics", action="store_true", help="skip paper 002's image-space metrics")
     s.add_argument("--no-privacy", action="store_true", help="skip nearest-neighbour/DCR/membership analysis")
     s.add_argument("--ssim-queries", type=int, default=32, help="synthetic images searched by SSIM (0: none)")

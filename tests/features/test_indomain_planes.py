@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from synth_testdata import make_tiny_prepared
 
 from synthmed.errors import CheckpointError
 from synthmed.features import (
@@ -123,3 +124,31 @@ def test_three_plane_extractor(tmp_path: Path, reduce: str) -> None:
         ThreePlaneExtractor(load_indomain(train_indomain_extractor(
             volumes, tmp_path / "ae3d.pt", iterations=1, feature_dim=8, base_channels=4, max_channels=8,
             progress=False)))
+
+
+def test_capped_size_halves_to_the_cap() -> None:
+    from synthmed.features.indomain import capped_size
+
+    assert capped_size((64, 64, 64)) == (32, 32, 32)
+    assert capped_size((128, 128, 128)) == (32, 32, 32)
+    assert capped_size((32, 32, 32)) == (32, 32, 32)
+    assert capped_size((224, 224)) == (56, 56)  # 2D cap 64: one halving is not enough, two are
+    assert capped_size((28, 28)) == (28, 28)
+    assert capped_size((64, 64, 64), 0) == (64, 64, 64)
+    assert capped_size((96, 64, 64), 32) == (24, 16, 16)  # uniform factor keeps the aspect
+    assert capped_size((97, 64, 64), 32) == (97, 64, 64)  # not divisible: native size
+
+
+def test_evaluation_extractor_works_at_the_capped_size(tmp_path: Path) -> None:
+    from synthmed.data.prepared import load_prepared
+    from synthmed.evaluate.fidelity import FidelityOptions, make_extractor
+    from synthmed.features.base import extract_features
+
+    ds = load_prepared(make_tiny_prepared(tmp_path / "p", 3, 16, 6))
+    ext = make_extractor(ds, FidelityOptions(extractor_iterations=2, extractor_size=8, progress=False))
+    assert ext.size == (8, 8, 8) and ext.preprocessing["resize"] == [8, 8, 8]
+    assert (ds.root / "extractors" / "indomain-ae_8x8x8_it2_seed0.pt").is_file()
+    feats = extract_features(ext, np.asarray(ds.images, dtype=np.float32), progress=False)
+    assert feats.shape == (6, ext.feature_dim) and np.isfinite(feats).all()
+    native = make_extractor(ds, FidelityOptions(extractor_iterations=2, extractor_size=0, progress=False))
+    assert native.size == (16, 16, 16)

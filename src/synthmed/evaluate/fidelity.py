@@ -32,6 +32,9 @@ class FidelityOptions:
     extractor: str = "indomain-ae"
     weights: str | None = None
     extractor_iterations: int = 1000
+    #: largest side of the in-domain autoencoder's input (None: 32 for volumes, 64 for 2D; 0: native
+    #: size); see :func:`synthmed.features.indomain.capped_size`.
+    extractor_size: int | None = None
     k_pr: int = 3
     k_dc: int = 5
     seed: int = 0
@@ -43,14 +46,17 @@ class FidelityOptions:
 def indomain_weights(ds: PreparedDataset, opts: FidelityOptions) -> Path:
     """The in-domain extractor of a prepared dataset, trained once on its training rows and kept in
     ``PREPARED/extractors/`` so every evaluation against this dataset shares one feature space."""
-    from synthmed.features.indomain import train_indomain_extractor
+    from synthmed.features.indomain import capped_size, train_indomain_extractor
 
     rows = ds.indices("trainval") if ds.splits is not None else ds.indices("all")
-    path = ds.root / "extractors" / f"indomain-ae_it{opts.extractor_iterations}_seed{opts.seed}.pt"
+    size = capped_size(ds.shape, opts.extractor_size)
+    path = (ds.root / "extractors" /
+            f"indomain-ae_{'x'.join(map(str, size))}_it{opts.extractor_iterations}_seed{opts.seed}.pt")
     if not path.is_file():
         path.parent.mkdir(exist_ok=True)
-        train_indomain_extractor(np.asarray(ds.images[rows]), path, iterations=opts.extractor_iterations,
-                                 seed=opts.seed, device=opts.device, progress=opts.progress)
+        train_indomain_extractor(np.asarray(ds.images[rows]), path, size=size,
+                                 iterations=opts.extractor_iterations, seed=opts.seed, device=opts.device,
+                                 progress=opts.progress)
     return path
 
 

@@ -49,12 +49,13 @@ def build_fid_extractor(tc: TrainConfig, images: np.ndarray, run_root: Path, dev
     """The configured extractor; ``indomain-ae`` without weights is trained on ``images`` first."""
     weights = tc.fid_weights or None
     if tc.fid_extractor == "indomain-ae" and weights is None:
-        from synthmed.features.indomain import train_indomain_extractor
+        from synthmed.features.indomain import capped_size, train_indomain_extractor
 
         path = run_root / "fid_extractor.pt"
         if not path.is_file():  # kept across resumes so FID values stay comparable
-            train_indomain_extractor(images, path, iterations=tc.fid_extractor_iterations, seed=tc.seed,
-                                     device=device, progress=progress)
+            train_indomain_extractor(images, path, size=capped_size(images.shape[2:]),
+                                     iterations=tc.fid_extractor_iterations, seed=tc.seed, device=device,
+                                     progress=progress)
         weights = str(path)
     return build_extractor(tc.fid_extractor, weights=weights).to(device).eval()
 
