@@ -177,3 +177,14 @@ def test_nearest_neighbour_figure(tmp_path: Path, spatial: tuple[int, ...]) -> N
     assert not list(out.parent.glob(".*tmp"))
     out2 = nearest_neighbour_figure(synthetic, train, idx[:, 0], tmp_path / "all.png", select=[0, 2])
     assert out2.is_file()
+
+
+def test_inputs_are_not_modified_in_place() -> None:
+    """Rows are centred / normalised in place on private copies, never on the caller's arrays."""
+    rng = np.random.default_rng(3)
+    syn, train = rng.normal(size=(6, 1, 4, 4)), rng.normal(size=(9, 1, 4, 4)) + 5.0
+    keep_syn, keep_train = syn.copy(), train.copy()
+    for metric in ("l2", "cosine"):
+        nearest_neighbours(syn, train, metric=metric, k=2)
+        np.testing.assert_array_equal(syn, keep_syn)
+        np.testing.assert_array_equal(train, keep_train)
