@@ -116,6 +116,15 @@ def _cmd_utility(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_protocol(args: argparse.Namespace) -> int:
+    from synthmed.protocol import load_protocol_config, run_protocol
+
+    cfg = load_protocol_config(args.config, args.set or [])
+    html = run_protocol(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    print(f"protocol report written to {html} (numbers in {html.parent / 'metrics.json'})")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from synthmed.demo import run_demo
 
@@ -256,6 +265,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", action="store_true", help="continue a run in --out; finished folds are kept")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=_cmd_utility)
+
+    s = sub.add_parser("protocol", help="the whole pipeline from one config: candidates, evaluation and ranking, "
+                                        "utility of the winner, paper 004 sweeps, one report")
+    s.add_argument("config", help="YAML path or shipped protocol config (protocol_quick, protocol_paper000)")
+    s.add_argument("--out", required=True, help="output folder (report.html, metrics.json, CSVs, every stage)")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config key, e.g. data.path=/tmp/prep or sweeps.seeds=[0,1]")
+    s.add_argument("--resume", action="store_true", help="continue a run in --out; finished stages are kept")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=_cmd_protocol)
 
     s = sub.add_parser("bench", help="seconds per training iteration and peak memory per model/size/batch")
     s.add_argument("--models", nargs="+", default=None,

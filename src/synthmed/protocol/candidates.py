@@ -1,0 +1,198 @@
+"""Stages (a)-(c) of the protocol: train the candidate architectures, evaluate them with the
+evaluation suite, rank them with statistics between architectures.
+
+Conditioning (``candidates.conditioning``): with ``per-class`` a candidate is one unconditional
+run per class (``train.label``), as paper 000 trained one GAN per class.  :func:`class_sources`
+turns a candidate's runs into what the later stages need (a ``synthetic`` mapping for the utility
+protocol and labelled synthetic sets for the evaluation); a conditional model plugs in there as
+one run sampled with labels.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from synthmed.config import RunConfig
+from synthmed.data.prepared import PreparedDataset
+from synthmed.errors import SynthmedError
+from synthmed.io_utils import write_json_atomic
+from synthmed.protocol.config import Candidate, ProtocolConfig
+from synthmed.utility.stats import one_way_anova, pairwise_t_tests, t_interval
+
+log = logging.getLogger(__name__)
+
+FINISHED = ("finished", "stopped_early")
+
+
+def run_status(run_dir: Path) -> str | None:
+    try:
+        return json.loads((run_dir / "run.json").read_text(encoding="utf-8")).get("status")
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def ensure_run(cfg: RunConfig, data: Path, run_dir: Path, progress: bool) -> dict[str, Any]:
+    """Train ``cfg`` into ``run_dir`` unless a finished run of the same requested config is there; continue
+    an interrupted one from its last checkpoint.  The requested config's fingerprint is kept in
+    ``RUN/protocol_request.json`` (the run's own ``config.yaml`` holds values the training loop
+    resolves, e.g. ``model.conditioning: auto``).  Returns ``{"run", "status", "reused"}``."""
+    from synthmed.train.loop import train
+
+    plain = cfg.to_dict()
+    plain["train"] = {k: v for k, v in plain["train"].items() if k not in ("device", "num_workers")}
+    want = hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()
+    marker = run_dir / "protocol_request.json"
+    if marker.is_file():
+        have = json.loads(marker.read_text(encoding="utf-8")).get("config_sha256")
+        if have != want:
+            raise SynthmedError(f"{run_dir}: holds a run with another config; use another --out or delete that "
+                                "run folder to retrain it")
+        status = run_status(run_dir)
+        if status in FINISHED:
+            return {"run": str(run_dir), "status": status, "reused": True}
+        if (run_dir / "checkpoints" / "last.pt").is_file():
+            train(cfg, data, run_dir, resume=True, progress=progress)
+            return {"run": str(run_dir), "status": run_status(run_dir), "reused": False, "resumed": True}
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise SynthmedError(f"{run_dir}: exists but was not written by the protocol; use another --out")
+    write_json_atomic(marker, {"config_sha256": want, "config": cfg.to_dict()})
+    train(cfg, data, run_dir, progress=progress)
+    return {"run": str(run_dir), "status": run_status(run_dir), "reused": False}
+
+
+def train_per_class(candidate: Candidate, ds: PreparedDataset, runs_dir: Path, progress: bool,
+                    seed: int | None = None, extra: dict[str, Any] | None = None,
+                    say: Callable[[str], None] = lambda s: None) -> dict[str, str]:
+    """One run per class of ``ds`` (``train.label``); class name -> run folder."""
+    out = {}
+    for c, name in enumerate(ds.classes):
+        run_dir = runs_dir / _safe(name)
+        say(f"train {candidate.name}, class {name} ({c + 1}/{len(ds.classes)}) -> {run_dir}")
+        ensure_run(candidate.run_config(name, seed, extra), ds.root, run_dir, progress)
+        out[name] = str(run_dir)
+    return out
+
+
+def class_sources(cfg: ProtocolConfig, runs: dict[str, str]) -> dict[str, str]:
+    """The utility protocol's ``synthetic`` entry of a candidate (class name -> run folder)."""
+    assert cfg.candidates.conditioning == "per-class"
+    return dict(runs)
+
+
+def real_rows(ds: PreparedDataset, cfg: ProtocolConfig) -> np.ndarray:
+    """The real rows :func:`synthmed.evaluate.runner.evaluate` compares with (same selection)."""
+    e = cfg.evaluation
+    rows = ds.indices(e.split)
+    if e.max_real and len(rows) > e.max_real:
+        rows = np.sort(np.random.default_rng(cfg.seed).choice(rows, e.max_real, replace=False))
+    return rows
+
+
+def write_pool(ds: PreparedDataset, runs: dict[str, str], counts: dict[int, int], n_sets: int, out: Path,
+               seed: int, device: str, batch_size: int = 8) -> Path:
+    """``n_sets`` labelled synthetic sets into one sampled folder (as ``synthmed sample`` writes it):
+    set ``k`` is rows ``k*N .. (k+1)*N-1`` and holds ``counts[c]`` images of every class ``c``, image
+    ``j`` of class ``c`` from seed ``seed + c * 10**6 + j`` of that class's run.  Atomic (temporary
+    folder renamed)."""
+    from synthmed.generate.sample import generate_batch, load_run
+    from synthmed.generate.writers import write_nifti, write_png
+
+    loaded = {c: load_run(runs[ds.classes[c]], device=device) for c in counts}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        rows, is3d = [], ds.spatial_dims == 3
+        affine = ds.affine
+        for k in range(n_sets):
+            for c, n in counts.items():
+                seeds = [seed + c * 10**6 + k * n + j for j in range(n)]
+                for i in range(0, n, batch_size):
+                    imgs = generate_batch(loaded[c], seeds[i:i + batch_size])
+                    for s, img in zip(seeds[i:i + batch_size], imgs, strict=True):
+                        name = f"set{k:02d}_c{c}_{s - seed - c * 10**6:06d}" + (".nii.gz" if is3d else ".png")
+                        if is3d:
+                            write_nifti(img[0], affine, tmp / name)
+                        else:
+                            write_png(img[0], tmp / name)
+                        rows.append({"file": name, "label": c, "label_name": ds.classes[c], "seed": s, "set": k,
+                                     "run": runs[ds.classes[c]], "checkpoint_sha256": loaded[c].checkpoint_sha256})
+        with open(tmp / "manifest.csv", "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+        first = loaded[next(iter(counts))]
+        write_json_atomic(tmp / "sample.json", {
+            "model": first.cfg.model.name, "checkpoint_sha256": None, "n": len(rows), "n_sets": n_sets,
+            "set_size": int(sum(counts.values())), "per_class": {ds.classes[c]: n for c, n in counts.items()},
+            "runs": {ds.classes[c]: {"run": runs[ds.classes[c]], "checkpoint_sha256": r.checkpoint_sha256,
+                                     "step": r.step} for c, r in loaded.items()},
+            "trained_on": ds.meta.get("derived_from", {}).get("path") or str(ds.root.resolve())})
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out
+
+
+def evaluate_candidate(ds: PreparedDataset, pool: Path, name: str, out: Path, cfg: ProtocolConfig,
+                       device: str, progress: bool, n_real: int) -> dict[str, Any]:
+    """:func:`synthmed.evaluate.runner.evaluate` of one candidate's pool; its feature metrics
+    (with the per-set values) from the report's ``metrics.json``."""
+    from synthmed.evaluate.fidelity import FidelityOptions
+    from synthmed.evaluate.runner import EvaluateOptions, evaluate
+
+    e = cfg.evaluation
+    fo = FidelityOptions(extractor=e.extractor, weights=e.weights or None, extractor_iterations=e.extractor_iterations)
+    opts = EvaluateOptions(split=e.split, n_sets=e.n_sets, set_size=n_real, max_real=e.max_real or None, fidelity=fo,
+                           image_metrics=e.image_metrics, privacy=e.privacy, ssim_queries=e.ssim_queries,
+                           embeddings=tuple(e.embeddings), screenshot=False, device=device, seed=cfg.seed,
+                           batch_size=e.batch_size, progress=progress)
+    html = evaluate(ds.root, pool, out, opts, names=[name])
+    results = json.loads((out / "metrics.json").read_text(encoding="utf-8"))["results"]
+    src = results["sources"][name]
+    return {"report": str(html), "feature_space": results["feature_space"],
+            "feature_metrics": {r["metric"]: r for r in src["feature_metrics"]}, "set_sizes": src["set_sizes"],
+            "timing": results.get("timing", {})}
+
+
+def rank_candidates(evaluations: dict[str, dict[str, Any]], cfg: ProtocolConfig) -> dict[str, Any]:
+    """Ranking by ``ranking.metric`` and, per tested metric, a one-way ANOVA over the per-set values
+    between candidates and two-tailed Bonferroni-corrected t-tests between every pair."""
+    r = cfg.ranking
+    lower = r.lower_is_better()
+
+    def per_set(name: str, metric: str) -> list[float]:
+        return [float(v) for v in evaluations[name]["feature_metrics"][metric]["per_set"]]
+
+    names = list(evaluations)
+    means = {n: float(np.mean(per_set(n, r.metric))) for n in names}
+    order = sorted(names, key=lambda n: (means[n] if lower else -means[n], names.index(n)))
+    if r.winner and r.winner not in names:
+        raise SynthmedError(f"config key 'ranking.winner': no candidate {r.winner!r}; candidates: {', '.join(names)}")
+    winner = r.winner or order[0]
+    tests: dict[str, Any] = {}
+    for m in dict.fromkeys([r.metric, *r.tested_metrics]):
+        groups = {n: per_set(n, m) for n in names}
+        anova = one_way_anova(groups)
+        tests[m] = {"intervals": {n: t_interval(v).as_dict() for n, v in groups.items()},
+                    "anova": {"f": anova.f, "p": anova.p, "df_between": anova.df_between,
+                              "df_within": anova.df_within, "groups": list(anova.groups)},
+                    "t_tests_bonferroni": [t.__dict__ for t in pairwise_t_tests(groups, r.alpha)]}
+    return {"metric": r.metric, "lower_is_better": lower, "order": order, "means": means, "winner": winner,
+            "forced": bool(r.winner), "tests": tests}
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(name)) or "class"
