@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import sys
 import types
 from pathlib import Path
@@ -187,3 +188,123 @@ def test_dfc_vgg16_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert torch.isfinite(out["loss_rec"])
     with pytest.raises(ConfigError, match="2D only"):
         _step("dfc_vae", "model.feature_network=vgg16", f"model.feature_weights={weights}", dims=3)
+
+
+# --- known answers through the steps: networks made constant, so every term is hand-computable -----------
+
+#: four 16 x 16 real images, each of one value: 0.025 x sum of squared errors on [0, 1] against an all-zero
+#: ([-1, 1]) reconstruction is 0.025 x 256 x (v / 2)^2 = 1.6 v^2 per image, mean 1.6 x 2.25 / 4 = 0.9.
+VALUES = (-1.0, 0.0, 0.5, 1.0)
+#: KL of N(1, 2) from N(0, 1) per latent dimension: 1/2 (1 + 2 - 1 - ln 2); 8 dimensions.
+KL_KNOWN = 8 * 0.5 * (2.0 - math.log(2.0))
+
+
+def _known_real() -> torch.Tensor:
+    return torch.tensor(VALUES).view(4, 1, 1, 1).expand(4, 1, 16, 16).contiguous()
+
+
+def _make_constant(nets: dict[str, nn.Module], model: str, mu: float = 1.0, logvar: float = math.log(2.0)) -> None:
+    """Encoder heads output (mu, logvar) for every image; the decoder outputs tanh(0) = 0 everywhere."""
+    e, g = nets["E"], nets["G"]
+    with torch.no_grad():
+        if model == "intro_vae":
+            e.head.weight.zero_()
+            e.head.bias[: e.latent_dim] = mu
+            e.head.bias[e.latent_dim:] = logvar
+        else:
+            for head, v in ((e.mu, mu), (e.logvar, logvar)):
+                head.weight.zero_()
+                head.bias.fill_(v)
+        last = g.body[-2]
+        assert isinstance(last, nn.Conv2d) and isinstance(g.body[-1], nn.Tanh)
+        last.weight.zero_()
+        last.bias.zero_()
+
+
+def _freeze_weights(step) -> None:
+    """Adam with learning rate 0: the updates run but no weight changes, so later terms stay known."""
+    for opt in step.opt.values():
+        for group in opt.param_groups:
+            group["lr"] = 0.0
+
+
+def test_vae_step_known_answer() -> None:
+    step, nets = _step("vae", "model.kl_weight=2.0")
+    _make_constant(nets, "vae")
+    out = step(_known_real())
+    assert out["loss_kl"].item() == pytest.approx(KL_KNOWN, rel=1e-5)  # 8 - 4 ln 2
+    assert out["loss_rec"].item() == pytest.approx(0.9, rel=1e-5)
+    assert out["loss"].item() == pytest.approx(2.0 * KL_KNOWN + 0.9, rel=1e-5)
+
+
+def test_dfc_vae_step_known_answer() -> None:
+    step, nets = _step("dfc_vae")
+    _make_constant(nets, "dfc_vae")
+
+    class Psi(nn.Module):  # two "layers": x and 2x
+        def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+            return [x, 2 * x]
+
+    step.features = Psi()
+    out = step(_known_real())
+    # Eq. 7 per image: v^2 256 / (2 x 256) + 4 v^2 256 / (2 x 256) = 2.5 v^2, mean 2.5 x 2.25 / 4;
+    # weight 0.025 x 16 x 16 = 6.4 (the vanilla VAE's weight on the pixel term it replaces)
+    assert out["loss_rec"].item() == pytest.approx(6.4 * 2.5 * 2.25 / 4, rel=1e-5)
+    assert out["loss_kl"].item() == pytest.approx(KL_KNOWN, rel=1e-5)
+
+
+@pytest.mark.parametrize(("extra", "hinge", "kl_fakes"), [
+    ((), 110.0 - KL_KNOWN, KL_KNOWN),  # paper 002: fakes x' = G(z) only
+    (("model.reconstructions_as_fakes=true",), 2 * (110.0 - KL_KNOWN), 2 * KL_KNOWN),  # IntroVAE Alg. 1
+    (("model.margin=3.0",), 0.0, KL_KNOWN),  # KL of the fakes already beyond m: no hinge
+])
+def test_intro_vae_step_known_answer(extra: tuple[str, ...], hinge: float, kl_fakes: float) -> None:
+    step, nets = _step("intro_vae", *extra)
+    _make_constant(nets, "intro_vae")
+    _freeze_weights(step)
+    out = step(_known_real())
+    # L_rec: sum of squared errors on [0, 1]: 256 (v / 2)^2 = 64 v^2 per image, mean 64 x 2.25 / 4 = 36
+    assert out["loss_rec"].item() == pytest.approx(36.0, rel=1e-5)
+    assert out["loss_kl"].item() == pytest.approx(KL_KNOWN, rel=1e-5)
+    assert out["kl_fake"].item() == pytest.approx(KL_KNOWN, rel=1e-5)
+    assert out["hinge"].item() == pytest.approx(hinge, rel=1e-5, abs=1e-6)
+    # Eq. 8: 0.25 (KL(E(x)) + [m - KL(E(x'))]^+) + 0.5 L_rec; Eq. 9: 0.25 KL(E(x')) + 0.5 L_rec
+    assert out["loss_e"].item() == pytest.approx(0.25 * (KL_KNOWN + hinge) + 0.5 * 36.0, rel=1e-5)
+    assert out["loss_g"].item() == pytest.approx(0.25 * kl_fakes + 0.5 * 36.0, rel=1e-5)
+
+
+def test_intro_vae_gradients_reach_only_the_updated_network() -> None:
+    """The encoder loss (Eq. 8) leaves no gradient on G (fakes detached: E is the discriminator); the
+    decoder loss (Eq. 9) leaves E's gradients as they were."""
+    step, nets = _step("intro_vae", "model.reconstructions_as_fakes=true")
+    grads: list[dict[str, dict[str, torch.Tensor | None]]] = []
+    update = step.update
+
+    def spy(loss: torch.Tensor, keys: tuple[str, ...]) -> None:
+        update(loss, keys)
+        grads.append({n: {k: None if p.grad is None else p.grad.clone() for k, p in nets[n].named_parameters()}
+                      for n in ("E", "G")})
+
+    step.update = spy
+    step(torch.rand(4, 1, 16, 16) * 2 - 1)
+    after_e, after_g = grads
+    assert all(g is None for g in after_e["G"].values())
+    assert all(g is not None for g in after_e["E"].values())
+    assert all(g is not None for g in after_g["G"].values())
+    for k, g in after_e["E"].items():
+        assert torch.equal(g, after_g["E"][k]), k
+
+
+@pytest.mark.parametrize("model", VAES)
+def test_one_model_per_class(model: str, tiny2d: Path, tmp_path: Path) -> None:
+    """``train.label``: a VAE trained on one class only (per-class conditioning, as for the GANs)."""
+    from synthmed.data.prepared import load_prepared
+
+    run = train(tiny_cfg(model, "train.iterations=1", "train.label=b", "train.subset=all"), tiny2d, tmp_path / "r",
+                progress=False)
+    data = json.loads((run / "data.json").read_text(encoding="utf-8"))
+    ds = load_prepared(tiny2d)
+    want = [s for s, y in zip(ds.subject_ids, ds.labels, strict=True) if y == 1]
+    assert data["label"] == "b" and data["train_subject_ids"] == want and len(want) == 4
+    out = sample(run, 2, tmp_path / "s", progress=False)
+    assert len(list(csv.DictReader(open(out / "manifest.csv", encoding="utf-8")))) == 2

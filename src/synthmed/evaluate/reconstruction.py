@@ -15,6 +15,7 @@ Reconstructions are ``G(encode(x))`` with the posterior mean for the VAEs (no sa
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import numpy as np
 from synthmed.data.preview import save_slice_grid
 from synthmed.errors import DataError
 from synthmed.generate.sample import LoadedRun, load_run
+from synthmed.io_utils import sha256_file
 from synthmed.metrics.image import laplacian_sharpness, reconstruction_mse
 
 #: Images reconstructed by default (paper 002: 1000).
@@ -31,6 +33,46 @@ PAPER_N_IMAGES = 1000
 
 def _as_run(run: str | Path | LoadedRun, device: str) -> LoadedRun:
     return run if isinstance(run, LoadedRun) else load_run(run, device=device)
+
+
+def source_model(path: str | Path, device: str = "cpu") -> tuple[LoadedRun | None, str | None]:
+    """The trained model behind a synthetic source of ``synthmed evaluate``, or why there is none.
+
+    A run folder gives its last checkpoint; a folder written by ``synthmed sample`` gives the checkpoint
+    its ``sample.json`` names, when that file still exists inside a run folder with the SHA-256 recorded
+    at sampling time.  Models without an encoder (the GANs) have nothing to reconstruct with (paper 002,
+    Sec. 3.3: "GANs do not reconstruct images").
+
+    Returns:
+        ``(loaded run, None)`` or ``(None, reason)``; the reason is one sentence for the report.
+    """
+    from synthmed.evaluate.synthetic import is_run_folder
+
+    path = Path(path)
+    if is_run_folder(path):
+        loaded = load_run(path, device=device)
+    else:
+        meta_path = path / "sample.json"
+        if not meta_path.is_file():
+            return None, f"{path}: neither a run folder nor a `synthmed sample` folder with sample.json; " \
+                         "reconstruction needs the trained model."
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            return None, f"{meta_path}: unreadable ({e}); reconstruction needs the trained model."
+        ckpt = Path(str(meta.get("checkpoint", "")))
+        run_dir = ckpt.parent.parent
+        if not ckpt.is_file() or not is_run_folder(run_dir):
+            return None, f"{meta_path}: the checkpoint it was sampled from ({ckpt}) is not in a run folder " \
+                         "any more; reconstruction needs the trained model."
+        if meta.get("checkpoint_sha256") and sha256_file(ckpt) != meta["checkpoint_sha256"]:
+            return None, f"{ckpt}: changed since {path} was sampled (SHA-256 differs from sample.json); " \
+                         "evaluate the run folder itself to reconstruct with the current weights."
+        loaded = load_run(run_dir, checkpoint=ckpt, device=device)
+    if not loaded.family.has_encoder:
+        return None, f"model {loaded.cfg.model.name!r} has no encoder, so it does not reconstruct images " \
+                     "(paper 002, Sec. 3.3: only the VAEs are evaluated on reconstruction)."
+    return loaded, None
 
 
 def _stats(x: np.ndarray) -> dict[str, float]:

@@ -462,13 +462,15 @@ def _jsonable_options(opts: EvaluateOptions) -> dict[str, Any]:
 
 def _reconstruction(report: Report, results: dict[str, Any], sources: list[Source], real_img: np.ndarray,
                     out: Path, opts: EvaluateOptions) -> None:
-    from synthmed.evaluate.reconstruction import reconstruction_section
+    from synthmed.evaluate.reconstruction import reconstruction_section, source_model
 
     for s in sources:
-        if not is_run_folder(s.path):
-            report.add(f"Reconstruction: {s.name}", Text("Not a run folder: reconstruction needs the model."))
+        run, why = source_model(s.path, device=opts.device)  # a run folder, or the run a sample folder names
+        if run is None:
+            report.add(f"Reconstruction: {s.name}", Text(why))
+            results["sources"][s.name]["reconstruction"] = {"skipped": why}
             continue
-        blocks, res = reconstruction_section(s.path, real_img, out / "figures" / f"{s.name}_reconstruction.png",
+        blocks, res = reconstruction_section(run, real_img, out / "figures" / f"{s.name}_reconstruction.png",
                                              device=opts.device, batch_size=opts.batch_size)
         report.add(f"Reconstruction: {s.name} (paper 002, Fig. 3)", *blocks)
         results["sources"][s.name]["reconstruction"] = res

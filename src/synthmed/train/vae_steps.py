@@ -92,8 +92,9 @@ class VAEStep(_VAEStepBase):
 class DFCVAEStep(VAEStep):
     """DFC-VAE (paper 002, Sec. 2.3; Hou et al. 2017): ``L = KL + w * sum_l L_rec^l`` (Eqs. 6-7).
 
-    The feature network psi (see :mod:`synthmed.models.vae.perceptual`) is frozen; gradients flow
-    through it into the decoder only.  The default in-domain network is trained in :meth:`prepare`
+    The feature network psi (see :mod:`synthmed.models.vae.perceptual`) is frozen: its weights never
+    change, but the gradient of the loss flows through psi(G(z)) into the decoder and, through z, the
+    encoder (psi of the originals is computed without gradient).  The default in-domain network is trained in :meth:`prepare`
     on the run's training images and kept in the checkpoint, so a resumed run uses the same psi.
     """
 

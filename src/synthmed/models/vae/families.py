@@ -71,6 +71,11 @@ class DFCVAEParams:
     over 2 C H W) weighted ``0.025 x number of pixels``, the weight the vanilla VAE gives the pixel
     term that the perceptual term replaces (Sec. 2.3), since 2e-9 would leave only the KL term.
 
+    Paper 002 most likely used Keras' VGG16 (``include_top=False``), whose Caffe-style inputs are
+    0-255 intensities: its activations are far larger than those of the torchvision-format weights
+    that ``synthmed.features.vgg`` loads (ImageNet-normalised [0, 1] inputs), so with such a file 2e-9
+    may leave the perceptual term negligible next to KL; set ``perceptual_weight`` explicitly then.
+
     ``feature_layers``: how many activation layers of the in-domain network (VGG16 always uses
     relu1_1, relu2_1 and relu3_1).
     """
