@@ -79,8 +79,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
     out = sample(args.run, args.n, args.out, seed=args.seed, batch_size=args.batch_size,
                  checkpoint=args.checkpoint, device=args.device, overwrite=args.overwrite,
-                 progress=not args.no_progress)
-    print(f"{args.n} synthetic images written to {out}")
+                 progress=not args.no_progress, labels=args.label, labels_from=args.labels_from)
+    print(f"synthetic images written to {out}")
     return 0
 
 
@@ -216,9 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="generate a synthetic cohort from a trained run")
     s.add_argument("run", help="run folder written by `synthmed train`")
-    s.add_argument("--n", type=int, required=True, help="number of images")
+    s.add_argument("--n", type=int, help="number of images (optional with --labels-from)")
     s.add_argument("--out", required=True, help="output folder")
     s.add_argument("--seed", type=int, default=0, help="sample i uses seed SEED+i")
+    s.add_argument("--label", action="append", metavar="L",
+                   help="conditional runs: class name or index (repeat; assigned in turn, so the repeats set the "
+                        "balance); multi-label: findings joined with '+'")
+    s.add_argument("--labels-from", metavar="CSV", help="conditional runs: one label per row, or class,count rows")
     s.add_argument("--batch-size", type=int, default=8)
     s.add_argument("--checkpoint", help="checkpoint file (default RUN/checkpoints/last.pt)")
     s.add_argument("--device", default="auto")

@@ -294,6 +294,9 @@ def build_config(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = 
         raise ConfigError(f"config key 'model.name': expected str, got {name!r}")
     family = get_family(name)
     params = from_dict(family.Params, model_raw, "model")
+    check_conditioning = getattr(family, "check_conditioning", None)
+    if check_conditioning is not None:  # the GAN families' conditioning keys (synthmed.models.gan.conditioning)
+        check_conditioning(params, need_classes=False)
     cfg = RunConfig(
         model=ModelConfig(name=name, params=params),
         train=from_dict(TrainConfig, data.get("train"), "train"),

@@ -27,6 +27,8 @@ def tiny_cfg(model: str, *extra: str):
         over.append("model.code_hidden_dim=32")
     if model == "dfc_vae":  # its in-domain feature network is trained first: keep that tiny too
         over.append("model.feature_iterations=2")
+    if model == "cpdgan":  # paper 004's batch of 256 would make two steps take half a minute
+        over.append("train.batch_size=4")
     return load_config(model, over)
 
 

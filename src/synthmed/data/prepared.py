@@ -7,6 +7,9 @@ Layout of a prepared folder::
     dataset.json   spatial_dims, shape, spacing, affine (4x4, the prepared space), classes,
                    preprocessing parameters, images_sha256, synthmed version
     splits.json    seeded stratified k folds plus a held-out test set (see ``splits.py``)
+    labels_multi.npy  optional: uint8 (N, K) 0/1 matrix of K binary findings per image (multi-label
+                   conditioning, paper 004); their names are ``findings`` in dataset.json
+                   (:func:`attach_multi_labels`).  Folders without it are single-label as before.
 
 The images file is written last-but-one and the folder is only complete once ``dataset.json``
 exists: every file is written atomically, so a crash never leaves a readable half dataset.
@@ -27,6 +30,7 @@ from synthmed.errors import DataError
 from synthmed.io_utils import atomic_path, sha256_file, write_json_atomic
 
 FORMAT_VERSION = 1
+MULTI_LABELS_FILE = "labels_multi.npy"
 MANIFEST_COLUMNS = ["index", "subject_id", "label", "label_name", "source", "source_sha256"]
 
 
@@ -82,6 +86,26 @@ class PreparedDataset:
         if any(r.label is None for r in self.records):
             return None
         return np.array([r.label for r in self.records], dtype=np.int64)
+
+    @property
+    def findings(self) -> list[str]:
+        """Names of the K binary findings of a multi-label dataset ([] otherwise)."""
+        return list(self.meta.get("findings") or [])
+
+    @property
+    def multi_labels(self) -> np.ndarray | None:
+        """(N, K) uint8 0/1 matrix of findings (``labels_multi.npy``), or None when absent."""
+        path = self.root / MULTI_LABELS_FILE
+        if not path.is_file():
+            return None
+        try:
+            m = np.load(path)
+        except (OSError, ValueError) as e:
+            raise DataError(f"{path}: cannot read the multi-label matrix ({e})") from None
+        if m.ndim != 2 or m.shape[0] != len(self) or m.shape[1] != len(self.findings) or not np.isin(m, (0, 1)).all():
+            raise DataError(f"{path}: expected a ({len(self)}, {len(self.findings)}) matrix of 0/1 (one column per "
+                            f"finding in dataset.json), got shape {m.shape}")
+        return m.astype(np.uint8)
 
     @property
     def subject_ids(self) -> list[str]:
@@ -221,3 +245,49 @@ def load_prepared(path: str | Path, mmap: bool = True) -> PreparedDataset:
     if (root / "splits.json").is_file():
         splits = json.loads((root / "splits.json").read_text(encoding="utf-8"))
     return PreparedDataset(root=root, images=images, records=records, meta=meta, splits=splits)
+
+
+def attach_multi_labels(root: str | Path, labels_csv: str | Path, id_column: str = "subject_id",
+                        columns: list[str] | None = None) -> Path:
+    """Add a multi-label matrix (several binary findings per image) to a prepared dataset.
+
+    Reads ``labels_csv`` (one row per subject, ``id_column`` plus one 0/1 column per finding; all columns
+    but the id when ``columns`` is None), writes ``labels_multi.npy`` (N, K) in the prepared order and
+    the finding names into ``dataset.json`` (``findings``), both atomically.  Images and single labels
+    are untouched, so the folder stays readable by every older reader.
+
+    Raises:
+        DataError: naming the file and what is wrong (missing column, subject or non-0/1 value).
+    """
+    ds = load_prepared(root)
+    path = Path(labels_csv)
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            header = list(reader.fieldnames or [])
+            rows = list(reader)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read the label table ({e})") from None
+    if id_column not in header:
+        raise DataError(f"{path}: no id column {id_column!r}; columns: {', '.join(header)}")
+    cols = columns if columns is not None else [c for c in header if c != id_column]
+    missing = [c for c in cols if c not in header]
+    if not cols or missing:
+        raise DataError(f"{path}: finding column(s) {', '.join(missing) or '(none given)'} not found; columns: {', '.join(header)}")
+    by_id = {r[id_column]: r for r in rows}
+    matrix = np.zeros((len(ds), len(cols)), dtype=np.uint8)
+    for i, sid in enumerate(ds.subject_ids):
+        if sid not in by_id:
+            raise DataError(f"{path}: no row for subject {sid!r} of {ds.root}")
+        for j, c in enumerate(cols):
+            v = by_id[sid][c].strip()
+            if v not in ("0", "1"):
+                raise DataError(f"{path}: column {c!r} of subject {sid!r} is {v!r}; expected 0 or 1")
+            matrix[i, j] = int(v)
+    with atomic_path(ds.root / MULTI_LABELS_FILE) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, matrix)
+    meta = dict(ds.meta)
+    meta["findings"] = list(cols)
+    write_json_atomic(ds.root / "dataset.json", meta)
+    return ds.root

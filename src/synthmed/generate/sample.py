@@ -1,7 +1,15 @@
-"""Sampling from a trained run: ``synthmed sample RUN_DIR --n N --out DIR``.
+"""Sampling from a trained run: ``synthmed sample RUN_DIR --n N --out DIR [--label L ...] [--labels-from CSV]``.
 
 Every sample ``i`` is generated from its own seed (``seed + i``), so a cohort is reproducible
 and independent of the batch size, and any single image can be regenerated from the manifest.
+
+Conditional runs (``model.conditioning`` frozen-classifier, ac or projection) generate the requested
+class balance: ``--label`` (a class name or index; repeated, the labels are assigned in turn, so
+``--label a --label a --label b`` gives two a per b) or ``--labels-from CSV`` (one label per row, or
+``class,count`` rows).  Without either, sample ``i`` gets class ``(seed + i) mod K``.  Multi-label
+runs take ``+``-joined finding names (``edema+effusion``; ``none`` for no finding).  The manifest
+records each sample's label index and name (multi-label: ``label_name`` and the 0/1 ``findings``).
+A per-class run (one GAN per class, or any run trained with ``train.label``) generates only its class.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from synthmed.models.base import ModelFamily, get_family
 from synthmed.progress import progress as progress_bar
 from synthmed.train.checkpoint import RunFolder, check_compatible, load_checkpoint, load_nets
 from synthmed.train.distributed import DistInfo, resolve_device
+from synthmed.train.loop import fill_param_defaults, preview_labels
 
 
 @dataclass
@@ -42,6 +51,24 @@ class LoadedRun:
     step: int
     device: torch.device
 
+    @property
+    def conditioning(self) -> dict[str, Any]:
+        """The run's conditioning record (``data.json``; runs from before conditioning: derived)."""
+        rec = self.data.get("conditioning")
+        if rec:
+            return rec
+        label = self.data.get("label")
+        if label not in ("", None):
+            classes = self.data.get("classes") or []
+            idx = classes.index(label) if label in classes else int(label)
+            return {"method": "per-class", "num_classes": 0, "multi_label": False, "class_names": classes,
+                    "label": idx, "label_name": classes[idx] if idx < len(classes) else str(idx)}
+        return {"method": "none", "num_classes": 0, "multi_label": False, "class_names": []}
+
+    @property
+    def conditional(self) -> bool:
+        return self.conditioning["method"] in ("frozen-classifier", "ac", "projection", "cvae")
+
 
 def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, device: str = "auto") -> LoadedRun:
     """Rebuild a run's networks from its config and checkpoint (eval mode)."""
@@ -55,7 +82,7 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, device: 
     data = json.loads(run.data_json.read_text(encoding="utf-8"))
     family = get_family(cfg.model.name)
     ckpt_path = Path(checkpoint) if checkpoint else run.last
-    ckpt = load_checkpoint(ckpt_path)
+    ckpt = fill_param_defaults(load_checkpoint(ckpt_path), family)
     shape = tuple(data["shape"])
     check_compatible(ckpt, ckpt_path, cfg.model.name, cfg.model.params, data["spatial_dims"], shape)
     dev = resolve_device(device, DistInfo())
@@ -66,11 +93,20 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, device: 
     return LoadedRun(cfg, family, nets, data, ckpt_path, sha256_file(ckpt_path), int(ckpt["step"]), dev)
 
 
-def generate_batch(run: LoadedRun, seeds: list[int]) -> np.ndarray:
-    """Images (len(seeds), 1, *spatial) in [-1, 1], one latent per seed."""
+def generate_batch(run: LoadedRun, seeds: list[int], labels: torch.Tensor | None = None) -> np.ndarray:
+    """Images (len(seeds), 1, *spatial) in [-1, 1], one latent per seed.
+
+    Args:
+        labels: for a conditional run, (B,) class indices or a (B, K) 0/1 matrix (multi-label); None gives
+            sample ``s`` the class ``s mod K`` (multi-label: the training label combinations in turn).
+    """
     z = torch.stack([run.family.sample_latent(run.cfg.model.params, 1, torch.Generator().manual_seed(s))[0]
                      for s in seeds]).to(run.device)
-    return run.family.generate_images(run.nets, z)
+    if not run.conditional:
+        return run.family.generate_images(run.nets, z)
+    if labels is None:
+        labels = torch.cat([preview_labels(run.conditioning, 1, s) for s in seeds])
+    return run.family.generate_images(run.nets, z, labels.to(run.device))
 
 
 def _prepare_out(out: Path, overwrite: bool) -> Path:
@@ -80,20 +116,33 @@ def _prepare_out(out: Path, overwrite: bool) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
 
 
-def sample(run_dir: str | Path, n: int, out: str | Path, seed: int = 0, batch_size: int = 8,
+def sample(run_dir: str | Path, n: int | None, out: str | Path, seed: int = 0, batch_size: int = 8,
            checkpoint: str | Path | None = None, device: str = "auto", overwrite: bool = False,
-           progress: bool = True) -> Path:
+           progress: bool = True, labels: list[str | int] | None = None,
+           labels_from: str | Path | None = None) -> Path:
     """Generate ``n`` images from a run into ``out`` (NIfTI for 3D, PNG for 2D) with ``manifest.csv``.
 
     The folder appears complete or not at all (written to a temporary folder, then renamed).
+
+    Args:
+        n: number of images (None: the number the ``labels_from`` table asks for).
+        labels: requested labels (class names or indices), assigned to the samples in turn.
+        labels_from: CSV with one label per row (first column, or a ``label`` column), or ``class,count``
+            rows (a ``count`` column).
+
+    Raises:
+        SynthmedError: labels for an unconditional run, unknown labels, a bad table.
     """
+    run = load_run(run_dir, checkpoint, device)
+    n, request = resolve_label_request(run, n, labels, labels_from)
     if n < 1:
         raise DataError(f"--n must be at least 1, got {n}")
-    run = load_run(run_dir, checkpoint, device)
+    if request is None and run.conditional:  # the default classes, recorded in the manifest too
+        request = torch.cat([preview_labels(run.conditioning, 1, seed + i) for i in range(n)])
     out = Path(out)
     tmp = _prepare_out(out, overwrite)
     try:
-        rows = _write_samples(run, n, tmp, seed, batch_size, progress)
+        rows = _write_samples(run, n, tmp, seed, batch_size, progress, request)
         _write_manifest(run, rows, tmp, seed, n)
         if out.exists():
             shutil.rmtree(out)
@@ -105,7 +154,7 @@ def sample(run_dir: str | Path, n: int, out: str | Path, seed: int = 0, batch_si
 
 
 def _write_samples(run: LoadedRun, n: int, tmp: Path, seed: int, batch_size: int,
-                   progress: bool) -> list[dict[str, Any]]:
+                   progress: bool, request: torch.Tensor | None) -> list[dict[str, Any]]:
     from synthmed.data.preview import save_slice_grid
 
     is3d = run.data["spatial_dims"] == 3
@@ -114,14 +163,15 @@ def _write_samples(run: LoadedRun, n: int, tmp: Path, seed: int, batch_size: int
     preview: list[np.ndarray] = []
     for start in progress_bar(range(0, n, batch_size), disable=not progress, desc="sample", unit="batch"):
         seeds = [seed + i for i in range(start, min(n, start + batch_size))]
-        imgs = generate_batch(run, seeds)
-        for s, img in zip(seeds, imgs, strict=True):
+        lab = request[start:start + len(seeds)] if request is not None else None
+        imgs = generate_batch(run, seeds, lab)
+        for j, (s, img) in enumerate(zip(seeds, imgs, strict=True)):
             name = f"synthetic_{s - seed:05d}" + (".nii.gz" if is3d else ".png")
             if is3d:
                 write_nifti(img[0], affine, tmp / name)
             else:
                 write_png(img[0], tmp / name)
-            rows.append({"file": name, "label": "", "label_name": "", "seed": s})
+            rows.append({"file": name, **_label_columns(run, lab[j] if lab is not None else None), "seed": s})
         if len(preview) < 8:
             preview.extend(imgs[: 8 - len(preview)])
     save_slice_grid(np.stack(preview), tmp / "preview.png", spacing=run.data.get("spacing"))
@@ -131,7 +181,7 @@ def _write_samples(run: LoadedRun, n: int, tmp: Path, seed: int, batch_size: int
 def _write_manifest(run: LoadedRun, rows: list[dict[str, Any]], tmp: Path, seed: int, n: int) -> None:
     extra = {"model": run.cfg.model.name, "checkpoint": str(run.checkpoint.resolve()),
              "checkpoint_sha256": run.checkpoint_sha256, "step": run.step}
-    cols = ["file", "label", "label_name", "seed", *extra]
+    cols = ["file", "label", "label_name", *(["findings"] if run.conditioning.get("multi_label") else []), "seed", *extra]
     with open(tmp / "manifest.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
@@ -141,7 +191,139 @@ def _write_manifest(run: LoadedRun, rows: list[dict[str, Any]], tmp: Path, seed:
         "synthmed_version": __version__, "n": n, "seed": seed, **extra,
         "config": run.cfg.to_dict(), "spatial_dims": run.data["spatial_dims"], "shape": run.data["shape"],
         "affine": run.data["affine"], "spacing": run.data.get("spacing"), "trained_on": run.data.get("path"),
-        "trained_on_sha256": run.data.get("images_sha256"),
+        "trained_on_sha256": run.data.get("images_sha256"), "conditioning": run.conditioning,
+        "label_counts": _label_counts(rows),
     })
 
 
+
+
+def _label_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["label_name"]] = counts.get(r["label_name"], 0) + 1
+    return counts
+
+
+def _label_columns(run: LoadedRun, label: torch.Tensor | None) -> dict[str, str]:
+    """Manifest columns of one sample: ``label`` (index), ``label_name`` [, ``findings``]."""
+    cond = run.conditioning
+    names = cond.get("class_names") or []
+    if cond["method"] == "per-class":
+        return {"label": str(cond["label"]), "label_name": cond["label_name"]}
+    if label is None:
+        return {"label": "", "label_name": ""}
+    if cond.get("multi_label"):
+        present = [names[k] for k, v in enumerate(label.tolist()) if v]
+        return {"label": "", "label_name": "+".join(present) or "none",
+                "findings": ";".join(str(int(v)) for v in label.tolist())}
+    idx = int(label)
+    return {"label": str(idx), "label_name": names[idx] if idx < len(names) else str(idx)}
+
+
+def parse_label(run: LoadedRun, text: str | int, where: str) -> torch.Tensor:
+    """One requested label: a class index (0-d tensor) or, multi-label, a (K,) 0/1 vector.
+
+    Raises:
+        SynthmedError: naming ``where`` (the option or file) and the run's classes.
+    """
+    cond = run.conditioning
+    names = [str(c) for c in cond.get("class_names") or []]
+    k = int(cond.get("num_classes") or len(names))
+    text = str(text).strip()
+    if cond.get("multi_label"):
+        vec = torch.zeros(k)
+        if text.lower() not in ("none", "-", ""):
+            for part in text.split("+"):
+                part = part.strip()
+                if part in names:
+                    vec[names.index(part)] = 1
+                elif part.isdigit() and int(part) < k:
+                    vec[int(part)] = 1
+                else:
+                    raise SynthmedError(f"{where}: {part!r} is not a finding of {run.checkpoint.parent.parent}; "
+                                        f"findings: {', '.join(names)} (join several with '+', 'none' for no finding)")
+        return vec
+    if text in names:
+        return torch.tensor(names.index(text))
+    if text.lstrip("-").isdigit() and 0 <= int(text) < k:
+        return torch.tensor(int(text))
+    known = ", ".join(f"{c} ({i})" for i, c in enumerate(names)) or ", ".join(map(str, range(k)))
+    raise SynthmedError(f"{where}: no class {text!r} in {run.checkpoint.parent.parent}; classes: {known}")
+
+
+def _read_label_table(path: Path) -> tuple[list[str], bool]:
+    """Labels of a --labels-from CSV, one per requested sample; and whether counts were given."""
+    if not path.is_file():
+        raise SynthmedError(f"{path}: --labels-from file does not exist")
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [r for r in csv.reader(f) if any(c.strip() for c in r)]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise SynthmedError(f"{path}: cannot read the label table ({e})") from None
+    if not rows:
+        raise SynthmedError(f"{path}: empty label table; expected a label column or class,count rows")
+    header = [c.strip().lower() for c in rows[0]]
+    if "count" in header:
+        ci = header.index("count")
+        li = header.index("class") if "class" in header else header.index("label") if "label" in header else 1 - ci
+        out: list[str] = []
+        for i, r in enumerate(rows[1:], start=2):
+            try:
+                count = int(r[ci])
+            except (ValueError, IndexError):
+                raise SynthmedError(f"{path}: line {i}: count {r[ci] if ci < len(r) else ''!r} is not an integer") from None
+            if count < 0:
+                raise SynthmedError(f"{path}: line {i}: negative count {count}")
+            out += [r[li].strip()] * count
+        return out, True
+    col = header.index("label") if "label" in header else header.index("class") if "class" in header else None
+    body = rows[1:] if col is not None else rows
+    return [r[col or 0].strip() for r in body], False
+
+
+def resolve_label_request(run: LoadedRun, n: int | None, labels: list[str | int] | None,
+                          labels_from: str | Path | None) -> tuple[int, torch.Tensor | None]:
+    """(number of samples, the label of every sample or None) for a sampling request.
+
+    Raises:
+        SynthmedError: labels asked of an unconditional run or of another class than a per-class run's,
+            unknown labels, a table that disagrees with ``n``, or ``n`` missing.
+    """
+    if labels and labels_from:
+        raise SynthmedError("give either --label or --labels-from, not both")
+    cond = run.conditioning
+    asked: list[str] = []
+    where = "--label"
+    if labels_from:
+        asked, counted = _read_label_table(Path(labels_from))
+        where = str(labels_from)
+        if not asked:
+            raise SynthmedError(f"{labels_from}: the table requests no samples")
+        if n is None:
+            n = len(asked)
+        elif n != len(asked):
+            kind = "the counts add up to" if counted else "it lists"
+            raise SynthmedError(f"{labels_from}: {kind} {len(asked)} samples but --n is {n}; omit --n or make them agree")
+    elif labels:
+        asked = [str(v) for v in labels]
+    if n is None:
+        raise SynthmedError("--n is required unless --labels-from gives the samples")
+    if not asked:
+        return n, None
+    if cond["method"] == "per-class":
+        for a in asked:
+            if a not in (str(cond["label"]), str(cond["label_name"])):
+                raise SynthmedError(
+                    f"{where}: {run.checkpoint.parent.parent} is a per-class run (one unconditional GAN trained on class "
+                    f"{cond['label_name']!r} only), so it generates only that class; sample the run trained with "
+                    f"--set train.label={a} for class {a!r}, or train one conditional run (model.conditioning=ac, "
+                    "projection or frozen-classifier)")
+        return n, None
+    if not run.conditional:
+        raise SynthmedError(
+            f"{where}: {run.checkpoint.parent.parent} was trained without conditioning (model.conditioning="
+            f"{cond['method']!r}), so it cannot generate a requested class; train with --set model.conditioning=ac "
+            "(or projection, frozen-classifier), or one run per class with --set train.label=CLASS")
+    parsed = [parse_label(run, a, where) for a in asked]
+    return n, torch.stack([parsed[i % len(parsed)] for i in range(n)])

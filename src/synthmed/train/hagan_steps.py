@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from synthmed.config import RunConfig
 from synthmed.errors import ConfigError
 from synthmed.models.base import ModelFamily
+from synthmed.models.gan.conditioning import class_loss, label_code
 from synthmed.models.gan.hagan import DiscriminatorOutput, encode_subvolumes
 from synthmed.models.gan.hagan_geometry import SubVolume, downsample, random_subvolume
 from synthmed.train.steps import STEPS, Augment, Step
@@ -49,6 +50,7 @@ class HierarchicalStep(Step):
     """Shared machinery of the HA-GAN steps: learning rates, sub-volumes, D outputs, encoder updates."""
 
     trained: tuple[str, ...] = ("G", "D", "EH", "EG")
+    accepts_labels = True
 
     def __init__(self, family: ModelFamily, cfg: RunConfig, nets: dict[str, nn.Module], device: torch.device,
                  augment: Augment | None = None) -> None:
@@ -59,6 +61,11 @@ class HierarchicalStep(Step):
             for group in opt.param_groups:
                 group["lr"] = lrs[k]
         self.plan = self.raw["G"].plan
+        self.conditional = family.is_conditional(self.params)
+        self.multi_label = bool(self.params.multi_label)
+
+    def prepare(self, images: Tensor, progress: bool = False, labels: Tensor | None = None) -> None:
+        """Nothing to fit before training (the AC heads train with the GAN)."""
 
     # -- inputs ---------------------------------------------------------------------------------
     def _views(self, real: Tensor) -> tuple[SubVolume, Tensor, Tensor, Tensor]:
@@ -68,12 +75,17 @@ class HierarchicalStep(Step):
         return sub, sub.select_high(real), downsample(real, self.plan.factor), pos
 
     def _labels(self, real: Tensor, labels: Tensor | None) -> Tensor | None:
-        if not self.params.num_classes:
+        """Class indices (B,) or, multi-label, the (B, K) 0/1 float matrix; None when unconditional."""
+        if not self.conditional:
             return None
         if labels is None:
             raise ConfigError(f"model.num_classes={self.params.num_classes} trains a conditional HA-GAN, which needs "
-                              "the class of every real image; the training loop does not pass labels yet")
-        return labels.to(real.device).long()
+                              "the class of every real image; the prepared dataset has no labels")
+        try:
+            label_code(labels, self.params.num_classes, self.multi_label)  # checks shape and range
+        except ValueError as e:
+            raise ConfigError(f"model.num_classes={self.params.num_classes}: {e}") from None
+        return labels.to(real.device).float() if self.multi_label else labels.to(real.device).long()
 
     def _discriminate(self, d: nn.Module, x_sub: Tensor, x_low: Tensor, pos: Tensor) -> DiscriminatorOutput:
         return d(self.augment(x_sub), self.augment(x_low), pos)
@@ -97,8 +109,9 @@ class HierarchicalStep(Step):
         if labels is None or out.high_class is None or out.low_class is None:
             return torch.zeros((), device=self.device)
         if self.params.discriminator_output == "average":
-            return F.cross_entropy(((out.high_class + out.low_class) / 2).float(), labels)
-        return F.cross_entropy(out.high_class.float(), labels) + F.cross_entropy(out.low_class.float(), labels)
+            return class_loss((out.high_class + out.low_class) / 2, labels, self.multi_label)
+        return (class_loss(out.high_class, labels, self.multi_label)
+                + class_loss(out.low_class, labels, self.multi_label))
 
     @staticmethod
     def _l1(pred: Tensor, target: Tensor) -> Tensor:

@@ -59,6 +59,10 @@ class Session:
     device: torch.device
     rows: np.ndarray
     fid: Any = None  # FIDMonitor on rank 0 when train.fid_every > 0
+    #: labels of the training rows: (N,) int64 class indices, (N, K) 0/1 (multi-label), or None
+    labels: torch.Tensor | None = None
+    #: what the run's conditioning is (``run.json``, ``data.json``, checkpoint); None for unconditional families
+    conditioning: dict[str, Any] | None = None
 
 
 def data_summary(ds: PreparedDataset, rows: np.ndarray, cfg: RunConfig) -> dict[str, Any]:
@@ -80,6 +84,66 @@ def data_summary(ds: PreparedDataset, rows: np.ndarray, cfg: RunConfig) -> dict[
     }
 
 
+def resolve_conditioning(cfg: RunConfig, ds: PreparedDataset, family: ModelFamily,
+                         rows: np.ndarray) -> tuple[RunConfig, torch.Tensor | None, dict[str, Any] | None]:
+    """Check the conditioning keys against the data; fill in ``model.num_classes`` and resolve ``auto``.
+
+    Returns:
+        (the config with resolved conditioning, the training rows' labels or None, the conditioning
+        record written to ``run.json``/``data.json``/the checkpoint, or None for families without it).
+    """
+    import dataclasses
+
+    from synthmed.models.gan.conditioning import CONDITIONAL
+
+    cond = getattr(family, "conditioning", None)
+    params = cfg.model.params
+    if cond is None:
+        return cfg, None, None
+    method = cond(params)
+    multi = bool(getattr(params, "multi_label", False))
+    if method == "per-class":
+        if cfg.train.label in ("", None):
+            known = ", ".join(ds.classes) or "(unlabelled dataset)"
+            raise ConfigError("model.conditioning='per-class' trains one unconditional GAN per class: run "
+                              f"`synthmed train` once per class with --set train.label=CLASS (classes of {ds.root}: {known})")
+    elif method in CONDITIONAL and cfg.train.label not in ("", None):
+        raise ConfigError(f"train.label={cfg.train.label!r} trains on one class only, but model.conditioning={method!r} "
+                          "needs every class; leave train.label empty (or use conditioning per-class)")
+    names: list[str] = []
+    labels = None
+    if method in CONDITIONAL:
+        if multi:
+            full = ds.multi_labels
+            if full is None:
+                raise DataError(f"{ds.root}: model.multi_label=true needs a multi-label matrix ({ds.root / 'labels_multi.npy'}); "
+                                "add one with synthmed.data.prepared.attach_multi_labels")
+            names = ds.findings
+            labels = torch.from_numpy(np.ascontiguousarray(full[rows], dtype=np.float32))
+        else:
+            full = ds.labels
+            if full is None:
+                raise DataError(f"{ds.root}: model.conditioning={method!r} needs a label for every image "
+                                "(manifest.csv has empty labels); preprocess with --labels/--label-column")
+            names = ds.classes or [str(v) for v in range(int(full.max()) + 1)]
+            labels = torch.from_numpy(np.ascontiguousarray(full[rows], dtype=np.int64))
+        k = len(names)
+        if params.num_classes not in (0, k):
+            raise ConfigError(f"config key 'model.num_classes': {params.num_classes}, but {ds.root} has {k} "
+                              f"{'findings' if multi else 'classes'} ({', '.join(names)})")
+        params = dataclasses.replace(params, num_classes=k)
+    params = dataclasses.replace(params, conditioning=method) if hasattr(params, "conditioning") else params
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, params=params))
+    record: dict[str, Any] = {"method": method, "num_classes": int(getattr(params, "num_classes", 0)) if method in CONDITIONAL else 0,
+                              "multi_label": multi, "class_names": names}
+    if method == "per-class":
+        idx = ds.label_index(cfg.train.label)
+        record.update(class_names=ds.classes, label=idx, label_name=ds.classes[idx] if idx < len(ds.classes) else str(idx))
+    if labels is not None and multi:
+        record["label_combinations"] = sorted({tuple(int(v) for v in r) for r in labels.tolist()})
+    return cfg, labels, record
+
+
 def _build(cfg: RunConfig, data_dir: Path, out_dir: Path, info: D.DistInfo) -> Session:
     device = D.resolve_device(cfg.train.device, info)
     ds = load_prepared(data_dir)
@@ -89,6 +153,7 @@ def _build(cfg: RunConfig, data_dir: Path, out_dir: Path, info: D.DistInfo) -> S
     rows = ds.indices(cfg.train.subset, cfg.train.fold, label=cfg.train.label)
     if len(rows) == 0:
         raise DataError(f"{data_dir}: subset {cfg.train.subset!r}{' of class ' + repr(cfg.train.label) if cfg.train.label else ''} is empty")
+    cfg, labels, conditioning = resolve_conditioning(cfg, ds, family, rows)
     images = torch.from_numpy(np.ascontiguousarray(ds.images[rows], dtype=np.float32))
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
     raw = {k: m.to(device) for k, m in family.build(cfg.model.params, ds.spatial_dims, ds.shape).items()}
@@ -97,7 +162,8 @@ def _build(cfg: RunConfig, data_dir: Path, out_dir: Path, info: D.DistInfo) -> S
     step = make_step(family, cfg, nets, device, augment)
     stream = IndexStream(len(rows), cfg.train.seed, info.rank, info.world_size)
     torch.manual_seed(cfg.train.seed + 7919 * info.rank)  # different latents on every rank
-    return Session(cfg, family, ds, images, raw, step, stream, RunFolder(out_dir), info, device, rows)
+    return Session(cfg, family, ds, images, raw, step, stream, RunFolder(out_dir), info, device, rows,
+                   labels=labels, conditioning=conditioning)
 
 
 def _save(sess: Session, step_no: int, path: Path | None = None) -> None:
@@ -110,13 +176,13 @@ def _save(sess: Session, step_no: int, path: Path | None = None) -> None:
                                "rng": states, "world_size": sess.info.world_size,
                                "data_sha256": ds.meta.get("images_sha256"),
                                "fid_state": sess.fid.state.to_dict() if sess.fid else None,
-                               "config": sess.cfg.to_dict()})
+                               "config": sess.cfg.to_dict(), "conditioning": sess.conditioning})
     D.barrier(sess.info)
 
 
 def _restore(sess: Session) -> tuple[int, dict[str, Any]]:
     path = sess.run.last
-    ckpt = load_checkpoint(path)
+    ckpt = fill_param_defaults(load_checkpoint(path), sess.family)
     ds = sess.data
     check_compatible(ckpt, path, sess.cfg.model.name, sess.cfg.model.params, ds.spatial_dims, ds.shape)
     if ckpt.get("data_sha256") != ds.meta.get("images_sha256"):
@@ -136,12 +202,16 @@ def _write_run_files(sess: Session, resume: bool, start: int) -> None:
     for p in (run.logs, run.samples, run.checkpoints):
         p.mkdir(exist_ok=True)
     write_text_atomic(run.config, dump_config(sess.cfg))
-    write_json_atomic(run.data_json, data_summary(sess.data, sess.rows, sess.cfg))
+    summary = data_summary(sess.data, sess.rows, sess.cfg)
+    if sess.conditioning is not None:
+        summary["conditioning"] = sess.conditioning
+    write_json_atomic(run.data_json, summary)
     prev = json.loads(run.run_json.read_text(encoding="utf-8")) if resume and run.run_json.is_file() else {}
     prev.update({
         "synthmed_version": __version__, "git_commit": _git_commit(), "torch_version": torch.__version__, "python": platform.python_version(),
         "command": sys.argv, "device": str(sess.device), "world_size": sess.info.world_size,
         "model": sess.cfg.model.name, "seed": sess.cfg.train.seed, "status": "running",
+        "conditioning": sess.conditioning,
     })
     prev.setdefault("started", time.strftime("%Y-%m-%dT%H:%M:%S"))
     prev.setdefault("resumed_at_steps", [])
@@ -174,8 +244,34 @@ def _preview(sess: Session, step_no: int) -> None:
 
     g = torch.Generator().manual_seed(PREVIEW_SEED)
     z = sess.family.sample_latent(sess.cfg.model.params, sess.cfg.train.n_preview, g, sess.device)
-    x = sess.family.generate_images(sess.nets, z)
+    if sess.conditioning and sess.conditioning["method"] in ("frozen-classifier", "ac", "projection", "cvae"):
+        # preview i shows class i mod K (multi-label: the training data's label combinations in turn)
+        labels = preview_labels(sess.conditioning, len(z)).to(sess.device)
+        x = sess.family.generate_images(sess.nets, z, labels)
+    else:
+        x = sess.family.generate_images(sess.nets, z)
     save_slice_grid(x, sess.run.samples / f"step_{step_no:07d}.png", spacing=sess.data.meta.get("spacing"))
+
+
+def preview_labels(conditioning: dict[str, Any], n: int, offset: int = 0) -> torch.Tensor:
+    """Default labels of ``n`` samples of a conditional run: sample ``i`` gets class ``(offset + i) mod K``;
+    multi-label runs cycle through the label combinations seen in training."""
+    idx = torch.arange(offset, offset + n)
+    if conditioning.get("multi_label"):
+        combos = torch.tensor(conditioning.get("label_combinations") or [[0] * conditioning["num_classes"]],
+                              dtype=torch.float32)
+        return combos[idx % len(combos)]
+    return idx % int(conditioning["num_classes"])
+
+
+def fill_param_defaults(ckpt: dict[str, Any], family: ModelFamily) -> dict[str, Any]:
+    """Checkpoints written before a parameter existed (e.g. ``model.conditioning``) hold its default."""
+    import dataclasses
+
+    for f in dataclasses.fields(family.Params):
+        if f.name not in ckpt["params"] and f.default is not dataclasses.MISSING:
+            ckpt["params"][f.name] = f.default
+    return ckpt
 
 
 def _check_finite(sums: dict[str, torch.Tensor], count: int, step_no: int, sess: Session) -> dict[str, float]:
@@ -222,7 +318,10 @@ def train(cfg: RunConfig, data_dir: str | Path, out_dir: str | Path, resume: boo
 def _train(cfg: RunConfig, data_dir: Path, out: Path, resume: bool, progress: bool, info: D.DistInfo) -> Path:
     sess = _build(cfg, data_dir, out, info)
     start, ckpt = _restore(sess) if resume else (0, {})
-    sess.step.prepare(sess.images, progress=progress and info.is_main)
+    if sess.step.accepts_labels and sess.labels is not None:
+        sess.step.prepare(sess.images, progress=progress and info.is_main, labels=sess.labels)
+    else:
+        sess.step.prepare(sess.images, progress=progress and info.is_main)
     tc = cfg.train
     logger = None
     if info.is_main:
@@ -240,7 +339,10 @@ def _train(cfg: RunConfig, data_dir: Path, out: Path, resume: bool, progress: bo
         for it in range(start + 1, tc.iterations + 1):
             idx = sess.stream.next(tc.batch_size)
             real = sess.images[idx].to(sess.device, non_blocking=True)
-            losses = sess.step(real)
+            if sess.step.accepts_labels and sess.labels is not None:  # conditional runs only
+                losses = sess.step(real, labels=sess.labels[idx].to(sess.device))
+            else:
+                losses = sess.step(real)
             for k, v in losses.items():
                 sums[k] = sums.get(k, torch.zeros((), device=sess.device)) + v.float()
             count += 1

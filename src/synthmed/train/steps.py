@@ -7,14 +7,16 @@ stylegan2-ada's ``Loss.accumulate_gradients``.  Families name their step in ``Mo
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 import synthmed.losses  # noqa: F401  (fills LOSSES)
 from synthmed.config import RunConfig
+from synthmed.errors import ConfigError
 from synthmed.models.base import ModelFamily
+from synthmed.models.gan.conditioning import CONDITIONAL, class_loss, label_code, split_output
 from synthmed.registry import LOSSES, Registry
 from synthmed.train.precision import autocast, make_scaler
 
@@ -40,6 +42,9 @@ class Step:
 
     #: networks that get an optimiser.
     trained: tuple[str, ...] = ()
+    #: whether ``__call__`` and ``prepare`` take the real images' labels (``labels=``); the loop passes
+    #: them only to such steps, so steps written before conditioning keep their signature.
+    accepts_labels: ClassVar[bool] = False
 
     def __init__(self, family: ModelFamily, cfg: RunConfig, nets: dict[str, nn.Module],
                  device: torch.device, augment: Augment | None = None) -> None:
@@ -90,39 +95,168 @@ class Step:
         self.scaler.load_state_dict(state["scaler"])
 
 
+class ConditionalStep(Step):
+    """Steps of the GAN families: the shared label handling of every conditioning method.
+
+    * ``frozen-classifier`` (b, paper 000): G's loss gets ``class_weight x CE(C(G(z, y)), y)`` from the
+      frozen classifier ``C``, pre-trained on the real images in :meth:`prepare`;
+    * ``ac`` (c, paper 001 Eq. 9; paper 004 S.2.1): D's loss gets ``class_weight x (CE(D_c(x), y) +
+      CE(D_c(G(z, y)), y))``, G's loss ``class_weight x CE(D_c(G(z, y)), y)``;
+    * ``projection`` (d): the label enters D's logit, no extra term.
+
+    CE is the softmax cross-entropy, or the mean per-finding binary cross-entropy for multi-label data.
+    """
+
+    accepts_labels = True
+
+    def __init__(self, family: ModelFamily, cfg: RunConfig, nets: dict[str, nn.Module], device: torch.device,
+                 augment: Augment | None = None) -> None:
+        super().__init__(family, cfg, nets, device, augment)
+        cond = getattr(family, "conditioning", None)
+        self.method = cond(self.params) if cond is not None else "none"
+        self.num_classes = int(getattr(self.params, "num_classes", 0))
+        self.multi_label = bool(getattr(self.params, "multi_label", False))
+        self.class_weight = float(getattr(self.params, "class_weight", 1.0))
+        self.conditional = self.method in CONDITIONAL
+        if self.method == "frozen-classifier" and "C" in self.raw:
+            self.raw["C"].requires_grad_(False)
+            self.raw["C"].eval()  # inference mode: no spectral-norm power iterations either
+
+    def labels_of(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor | None,
+                                                                                 torch.Tensor | None]:
+        """(labels on the device, their float code (B, K)); (None, None) for unconditional models."""
+        if not self.conditional:
+            return None, None
+        if labels is None:
+            raise ConfigError(f"model.conditioning={self.method!r} trains a conditional GAN, which needs the class "
+                              "of every real image; the prepared dataset has no labels")
+        labels = labels.to(real.device)
+        try:
+            code = label_code(labels, self.num_classes, self.multi_label)
+        except ValueError as e:
+            raise ConfigError(f"model.num_classes={self.num_classes}: {e}") from None
+        return labels, code
+
+    def gen(self, g: nn.Module, z: torch.Tensor, code: torch.Tensor | None) -> torch.Tensor:
+        return g(z) if code is None else g(z, code)
+
+    def disc(self, d: nn.Module, x: torch.Tensor, code: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(logits, class logits or None); the label code reaches only a projection discriminator."""
+        return split_output(d(x, code) if self.method == "projection" else d(x))
+
+    def _ce(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return class_loss(logits, y, self.multi_label)
+
+    def d_class_loss(self, real_cls: list[torch.Tensor | None], fake_cls: list[torch.Tensor | None],
+                     y: torch.Tensor | None) -> torch.Tensor:
+        """``class_weight x`` the AC terms of D on real and fake images (0 unless ``ac``)."""
+        if y is None or self.method != "ac":
+            return torch.zeros((), device=self.device)
+        terms = [self._ce(c, y) for c in (*real_cls, *fake_cls) if c is not None]
+        return self.class_weight * sum(terms, torch.zeros((), device=self.device))
+
+    def g_class_loss(self, fake_cls: list[torch.Tensor | None], fakes: list[torch.Tensor],
+                     y: torch.Tensor | None) -> torch.Tensor:
+        """``class_weight x`` the class term of G: D's class head (``ac``) or the frozen classifier (b)."""
+        zero = torch.zeros((), device=self.device)
+        if y is None:
+            return zero
+        if self.method == "ac":
+            return self.class_weight * sum((self._ce(c, y) for c in fake_cls if c is not None), zero)
+        if self.method == "frozen-classifier":
+            return self.class_weight * sum((self._ce(self.raw["C"](x), y) for x in fakes), zero)
+        return zero
+
+    def prepare(self, images: torch.Tensor, progress: bool = False, labels: torch.Tensor | None = None) -> None:
+        """Conditioning method (b): train the classifier ``C`` on the real images, then freeze it.
+
+        Adam with the run's ``train.lr``/``train.betas``, ``model.classifier_iterations`` batches of
+        ``train.batch_size`` from a generator seeded with ``train.seed`` (no global RNG is used, so the
+        GAN's own random stream is the same with every method).  Skipped when ``C`` was already trained
+        (a resumed run: its weights come from the checkpoint).
+        """
+        if self.method != "frozen-classifier" or "C" not in self.raw:
+            return
+        c = self.raw["C"]
+        if int(c.trained):
+            return
+        if labels is None:
+            raise ConfigError("model.conditioning='frozen-classifier' trains its classifier on labelled real images; "
+                              "the prepared dataset has no labels")
+        train_frozen_classifier(c, images, labels, self.cfg, self.num_classes, self.multi_label, self.device, progress)
+
+
+def train_frozen_classifier(c: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: RunConfig,
+                            num_classes: int, multi_label: bool, device: torch.device, progress: bool) -> float:
+    """Fit ``C`` (a :class:`FrozenClassifier`) on (images, labels), freeze it; returns the final training accuracy."""
+    from synthmed.progress import progress as progress_bar
+
+    tc, p = cfg.train, cfg.model.params
+    gen = torch.Generator().manual_seed(tc.seed + 104_729)
+    c.train().requires_grad_(True)
+    opt = torch.optim.Adam(c.parameters(), lr=tc.lr, betas=tc.betas)
+    n = len(images)
+    for _ in progress_bar(range(p.classifier_iterations), disable=not progress, desc="frozen classifier", unit="it"):
+        idx = torch.randint(0, n, (min(tc.batch_size, n),), generator=gen)
+        x, y = images[idx].to(device), labels[idx].to(device)
+        loss = class_loss(c(x).reshape(len(idx), num_classes), y, multi_label)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    c.eval().requires_grad_(False)
+    with torch.no_grad():
+        logits = torch.cat([c(images[s:s + 32].to(device)).reshape(-1, num_classes) for s in range(0, n, 32)]).cpu()
+    acc = ((logits > 0).float() == labels.float()).float().mean() if multi_label else (
+        (logits.argmax(1) == labels).float().mean())
+    c.trained.fill_(1)
+    return float(acc)
+
+
 @STEPS.register("gan")
-class GANStep(Step):
+class GANStep(ConditionalStep):
     """Plain GAN update (SN-GAN, paper 000): one D step, then one G step on the same fakes.
 
-    Losses: ``L_D = loss.d(D(aug x), D(aug G(z)))``, ``L_G = loss.g(D(aug G(z)))``.
+    Losses: ``L_D = loss.d(D(aug x), D(aug G(z)))``, ``L_G = loss.g(D(aug G(z)))``; conditional
+    models generate the fakes with the real batch's labels and add the class terms of
+    :class:`ConditionalStep`.
     """
 
     trained = ("G", "D")
 
-    def __call__(self, real: torch.Tensor) -> dict[str, torch.Tensor]:
+    def __call__(self, real: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        y, code = self.labels_of(real, labels)
         z = self.latent(real.shape[0])
         with self.amp():
-            fake = self.nets["G"](z)
-            d_real = self.nets["D"](self.augment(real))
-            d_fake = self.nets["D"](self.augment(fake.detach()))
-            loss_d = self.adv.d_loss(d_real, d_fake)
+            fake = self.gen(self.nets["G"], z, code)
+            d_real, c_real = self.disc(self.nets["D"], self.augment(real), code)
+            d_fake, c_fake = self.disc(self.nets["D"], self.augment(fake.detach()), code)
+            loss_d = self.adv.d_loss(d_real, d_fake) + self.d_class_loss([c_real], [c_fake], y)
         self.update(loss_d, ("D",))
         with self.amp():
             # The un-wrapped D: its gradients here are discarded, so no DDP all-reduce is needed.
-            loss_g = self.adv.g_loss(self.raw["D"](self.augment(fake)))
+            g_out, g_cls = self.disc(self.raw["D"], self.augment(fake), code)
+            loss_cls = self.g_class_loss([g_cls], [fake], y)
+            loss_g = self.adv.g_loss(g_out) + loss_cls
         self.update(loss_g, ("G",))
-        return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(),
-                "d_real": d_real.detach().float().mean(), "d_fake": d_fake.detach().float().mean()}
+        out = {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(),
+               "d_real": d_real.detach().float().mean(), "d_fake": d_fake.detach().float().mean()}
+        if y is not None:
+            out["loss_g_class"] = loss_cls.detach()
+        return out
 
 
 @STEPS.register("alpha_gan")
-class AlphaGANStep(Step):
+class AlphaGANStep(ConditionalStep):
     """alpha-GAN update (paper 000 Eqs. 2-4 without the hierarchical split; Rosca et al. 2017).
 
     1. Encoder + generator: ``L_EG = lambda * |G(E(x)) - x|_1 + loss.g(D(G(E(x)))) + loss.g(D(G(z_r)))
        + loss.g(CD(E(x)))`` (Eq. 2).
     2. Discriminator: real counted twice against both fakes (Eq. 3).
     3. Code discriminator with the discriminator's loss: z_r real, E(x) fake (Eq. 4).
+
+    Conditional: G(E(x), y) and G(z_r, y) with the real batch's labels y; the class terms of
+    :class:`ConditionalStep` are added to steps 1 and 2 (the real images' class term counted twice, as
+    the real term of Eq. 3).
     """
 
     trained = ("G", "D", "E", "CD")
@@ -130,29 +264,36 @@ class AlphaGANStep(Step):
     def _reconstruction(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return LOSSES.get(self.params.reconstruction_loss)(pred, target)
 
-    def __call__(self, real: torch.Tensor) -> dict[str, torch.Tensor]:
+    def __call__(self, real: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         n, (g, d, e, cd) = real.shape[0], (self.nets[k] for k in ("G", "D", "E", "CD"))
+        y, lc = self.labels_of(real, labels)
         z_r = self.latent(n)
         with self.amp():
             z_e = e(real)
-            x_e, x_r = g(z_e), g(z_r)
+            x_e, x_r = self.gen(g, z_e, lc), self.gen(g, z_r, lc)
             rec = self._reconstruction(x_e.float(), real.float())
-            adv = self.adv.g_loss(self.raw["D"](self.augment(x_e))) + self.adv.g_loss(self.raw["D"](self.augment(x_r)))
+            (g_e, c_e), (g_r, c_r) = (self.disc(self.raw["D"], self.augment(x), lc) for x in (x_e, x_r))
+            cls = self.g_class_loss([c_e, c_r], [x_e, x_r], y)
+            adv = self.adv.g_loss(g_e) + self.adv.g_loss(g_r) + cls
             code = self.adv.g_loss(self.raw["CD"](z_e))
             loss_eg = self.params.reconstruction_weight * rec + adv + code
         self.update(loss_eg, ("E", "G"))
         with self.amp():
-            d_real = d(self.augment(real))
-            d_fake_e = d(self.augment(x_e.detach()))
-            d_fake_r = d(self.augment(x_r.detach()))
+            d_real, cl_real = self.disc(d, self.augment(real), lc)
+            d_fake_e, cl_e = self.disc(d, self.augment(x_e.detach()), lc)
+            d_fake_r, cl_r = self.disc(d, self.augment(x_r.detach()), lc)
             loss_d = self.adv.d_loss(d_real, d_fake_e) + self.adv.d_loss(d_real, d_fake_r)
+            loss_d = loss_d + self.d_class_loss([cl_real, cl_real], [cl_e, cl_r], y)
         self.update(loss_d, ("D",))
         with self.amp():
             loss_cd = self.adv.d_loss(cd(z_r), cd(z_e.detach()))
         self.update(loss_cd, ("CD",))
-        return {"loss_eg": loss_eg.detach(), "loss_rec": rec.detach(), "loss_g_adv": adv.detach(),
-                "loss_code": code.detach(), "loss_d": loss_d.detach(), "loss_cd": loss_cd.detach(),
-                "d_real": d_real.detach().float().mean(), "d_fake": d_fake_r.detach().float().mean()}
+        out = {"loss_eg": loss_eg.detach(), "loss_rec": rec.detach(), "loss_g_adv": adv.detach(),
+               "loss_code": code.detach(), "loss_d": loss_d.detach(), "loss_cd": loss_cd.detach(),
+               "d_real": d_real.detach().float().mean(), "d_fake": d_fake_r.detach().float().mean()}
+        if y is not None:
+            out["loss_g_class"] = cls.detach()
+        return out
 
 
 def make_step(family: ModelFamily, cfg: RunConfig, nets: dict[str, nn.Module], device: torch.device,
@@ -161,6 +302,7 @@ def make_step(family: ModelFamily, cfg: RunConfig, nets: dict[str, nn.Module], d
     return STEPS.get(family.step)(family, cfg, nets, device, augment)
 
 
-# The VAE and HA-GAN steps register themselves into STEPS (imported last: they subclass Step).
+# The VAE, HA-GAN and WGAN-GP steps register themselves into STEPS (imported last: they subclass Step).
 import synthmed.train.hagan_steps  # noqa: E402, F401
 import synthmed.train.vae_steps  # noqa: E402, F401
+import synthmed.train.wgan_steps  # noqa: E402, F401

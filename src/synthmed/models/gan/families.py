@@ -12,15 +12,20 @@ from typing import Literal
 from torch import nn
 
 from synthmed.models.base import ModelFamily
+from synthmed.models.gan.conditioning import ConditionalFamily, ConditionalParams, FrozenClassifier
 from synthmed.models.gan.encoder import AlphaEncoder, CodeDiscriminator
 from synthmed.models.gan.sngan import SNGANDiscriminator, SNGANGenerator
 from synthmed.registry import MODELS
 
 
 @dataclass
-class SNGANParams:
+class SNGANParams(ConditionalParams):
     """SN-GAN parameters.  Defaults: paper 000 (latent 1000, Fig. S2 channels 256..32 at 64^3,
-    LeakyReLU, spectral norm in D, hinge loss, ICNR-initialised pixel shuffle)."""
+    LeakyReLU, spectral norm in D, hinge loss, ICNR-initialised pixel shuffle).
+
+    Conditioning (``conditioning``, ``num_classes``, ...): see :mod:`synthmed.models.gan.conditioning`;
+    ``auto`` with classes is paper 000's winner, the frozen auxiliary classifier (b).
+    """
 
     latent_dim: int = 1000
     base_channels: int = 32
@@ -44,18 +49,27 @@ class AlphaSNGANParams(SNGANParams):
 
 
 @MODELS.register("sngan")
-class SNGAN(ModelFamily):
+class SNGAN(ConditionalFamily, ModelFamily):
     """SN-GAN: DCGAN-style generator with ICNR pixel shuffle, spectral-norm D, hinge loss (paper 000)."""
 
     Params = SNGANParams
     step = "gan"
 
     def build(self, params: SNGANParams, spatial_dims: int, shape: tuple[int, ...]) -> dict[str, nn.Module]:
+        self.check_conditioning(params)
+        method, k = self.conditioning(params), self.generator_classes(params)
         g = SNGANGenerator(spatial_dims, shape, latent_dim=params.latent_dim, base_channels=params.base_channels,
-                           max_channels=params.max_channels, negative_slope=params.negative_slope, icnr=params.icnr)
+                           max_channels=params.max_channels, negative_slope=params.negative_slope, icnr=params.icnr,
+                           num_classes=k, label_embedding_dim=params.label_embedding_dim)
         d = SNGANDiscriminator(spatial_dims, shape, base_channels=params.base_channels,
-                               max_channels=params.max_channels, negative_slope=params.negative_slope)
-        return {"G": g, "D": d}
+                               max_channels=params.max_channels, negative_slope=params.negative_slope,
+                               num_classes=k, conditioning=method)
+        nets: dict[str, nn.Module] = {"G": g, "D": d}
+        if method == "frozen-classifier":
+            nets["C"] = FrozenClassifier(SNGANDiscriminator(
+                spatial_dims, shape, base_channels=params.base_channels, max_channels=params.max_channels,
+                negative_slope=params.negative_slope, outputs=k))
+        return nets
 
 
 @MODELS.register("alpha_sngan")

@@ -84,7 +84,8 @@ class SharedGenerator(nn.Module):
         if self.num_classes:
             if labels is None:
                 raise ValueError(f"this generator is conditional ({self.num_classes} classes): pass labels")
-            z = torch.cat([z, F.one_hot(labels.long(), self.num_classes).to(z.dtype)], 1)
+            code = labels.to(z.dtype) if labels.ndim == 2 else F.one_hot(labels.long(), self.num_classes).to(z.dtype)
+            z = torch.cat([z, code], 1)  # one-hot, or the multi-hot findings of multi-label data
         h = self.fc(z).reshape(z.shape[0], self.channels[0], *self.plan.start)
         return self.body(h)
 

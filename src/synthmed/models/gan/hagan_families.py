@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from synthmed.models.base import ModelFamily
+from synthmed.models.gan.conditioning import ConditionalFamily, ConditionalParams
 from synthmed.models.gan.encoder import CodeDiscriminator
 from synthmed.models.gan.hagan import (
     HierarchicalDiscriminator,
@@ -28,7 +29,7 @@ from synthmed.registry import MODELS
 
 
 @dataclass
-class HAGANParams:
+class HAGANParams(ConditionalParams):
     """HA-GAN parameters.  Defaults: paper 001, Sec. III-E and supplementary Tables I-VII.
 
     Geometry: ``low_factor`` full / low resolution (4: 64^3 at 256^3, 16^3 at 64^3);
@@ -47,8 +48,11 @@ class HAGANParams:
     Learning rates: G uses ``train.lr`` (1e-4 in ``hagan.yaml``); ``lr_e`` the encoders, ``lr_d`` the
     discriminators (None: ``train.lr``); Sec. III-E: 1e-4 / 1e-4 / 4e-4.
 
-    Conditional HA-GAN (paper 001 Sec. IV-C, Eq. 9): ``num_classes`` > 0 concatenates a one-hot class
-    code to z and adds auxiliary-classifier heads to D^H and D^L, weighted by ``class_weight``.
+    Conditional HA-GAN (paper 001 Sec. IV-C, Eq. 9) through the common conditioning interface
+    (:mod:`synthmed.models.gan.conditioning`): ``conditioning: ac`` (what ``auto`` means with
+    ``num_classes`` > 0) concatenates the one-hot (or multi-hot, ``multi_label``) class code to z and adds
+    auxiliary-classifier heads to D^H and D^L, weighted by ``class_weight``; ``per-class`` trains one
+    unconditional HA-GAN per class.  ``label_embedding_dim`` must stay 0 (the code itself, as the paper).
     """
 
     latent_dim: int = 1024
@@ -107,10 +111,12 @@ def _check(params: HAGANParams) -> None:
 
 
 @MODELS.register("hagan")
-class HAGAN(ModelFamily):
+class HAGAN(ConditionalFamily, ModelFamily):
     """HA-GAN: hierarchical amortized 3D GAN with encoder, memory-efficient up to 256^3 (paper 001)."""
 
     Params = HAGANParams
+    default_conditioning = "ac"  # paper 001 Eq. 9
+    conditioning_methods = ("none", "per-class", "ac")
     step = "hagan"
     has_encoder = True
     encoder_key = "EG"
@@ -119,17 +125,22 @@ class HAGAN(ModelFamily):
         from synthmed.errors import ConfigError
 
         _check(params)
+        self.check_conditioning(params)
+        if params.label_embedding_dim:
+            raise ConfigError("config key 'model.label_embedding_dim': HA-GAN concatenates the class code itself "
+                              f"(paper 001 Sec. IV-C); expected 0, got {params.label_embedding_dim}")
+        k = self.generator_classes(params)
         geo = {"low_factor": params.low_factor, "subvolume_depth": params.subvolume_depth}
         chans = {"base_channels": params.base_channels, "max_channels": params.max_channels}
         try:
             g = HierarchicalGenerator(spatial_dims, shape, params.latent_dim, **chans, **geo,
                                       halo=params.subvolume_halo, slice_norm=params.slice_norm,
-                                      groups=params.norm_groups, num_classes=params.num_classes,
+                                      groups=params.norm_groups, num_classes=k,
                                       inference_chunk=params.inference_chunk)
         except ValueError as e:
             raise ConfigError(f"model {type(self).__name__}: {e}") from None
         d = HierarchicalDiscriminator(spatial_dims, shape, **chans, **geo, negative_slope=params.negative_slope,
-                                      num_classes=params.num_classes)
+                                      num_classes=k)
         eh, eg = build_encoders(spatial_dims, shape, params.latent_dim, **chans, **geo, groups=params.norm_groups)
         return {"G": g, "D": d, "EH": eh, "EG": eg}
 
@@ -138,7 +149,8 @@ class HAGAN(ModelFamily):
         """Full-resolution images G^H(G^A(z)) (B, 1, *size) (paper 001, Sec. III-B "Inference").
 
         Args:
-            labels: (B,) classes for a conditional model (default: cycling through the classes).
+            labels: (B,) classes or a (B, K) 0/1 matrix (multi-label) for a conditional model (default:
+                cycling through the classes).
             chunk: slices of A per G^H pass (default: the networks' ``inference_chunk``).
         """
         g = nets[self.generator_key]

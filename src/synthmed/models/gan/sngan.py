@@ -26,6 +26,7 @@ from synthmed.nn import (
     plan_resolution,
     stage_channels,
 )
+from synthmed.nn.conditional import ClassHead, LabelEmbedding, ProjectionHead, concat_label
 
 
 class SNGANGenerator(nn.Module):
@@ -49,9 +50,12 @@ class SNGANGenerator(nn.Module):
         out_channels: image channels.
         negative_slope: LeakyReLU slope.
         icnr: ICNR-initialise the pixel-shuffle convs.
+        num_classes: > 0: conditional generator ``G(z, code)``, the label embedding concatenated to z
+            (paper 000, conditional models).
+        label_embedding_dim: size of that embedding (0: the one-hot/multi-hot code itself).
 
     Shape:
-        z: (B, latent_dim) -> (B, out_channels, *size), values in [-1, 1].
+        z: (B, latent_dim), code: (B, num_classes) -> (B, out_channels, *size), values in [-1, 1].
     """
 
     def __init__(
@@ -64,19 +68,24 @@ class SNGANGenerator(nn.Module):
         out_channels: int = 1,
         negative_slope: float = 0.2,
         icnr: bool = True,
+        num_classes: int = 0,
+        label_embedding_dim: int = 0,
     ) -> None:
         super().__init__()
         self.spatial_dims = check_spatial_dims(spatial_dims)
         self.size = expand_size(size, spatial_dims)
         self.start_shape, self.n_stages = plan_resolution(self.size, spatial_dims)
         self.latent_dim = latent_dim
+        self.num_classes = num_classes
+        self.label_embed = LabelEmbedding(num_classes, label_embedding_dim) if num_classes else None
+        in_dim = latent_dim + (self.label_embed.out_dim if self.label_embed is not None else 0)
         self.out_channels = out_channels
         self.channels = stage_channels(self.n_stages, base_channels, max_channels)
 
         n_start = 1
         for s in self.start_shape:
             n_start *= s
-        self.project = conv(spatial_dims, latent_dim, self.channels[0] * n_start, 1, bias=False)
+        self.project = conv(spatial_dims, in_dim, self.channels[0] * n_start, 1, bias=False)
         self.project_act = nn.Sequential(
             batch_norm(spatial_dims, self.channels[0]), nn.LeakyReLU(negative_slope)
         )
@@ -90,11 +99,12 @@ class SNGANGenerator(nn.Module):
         blocks += [ShuffleConv(spatial_dims, self.channels[-1], out_channels, icnr=icnr), nn.Tanh()]
         self.blocks = nn.Sequential(*blocks)
 
-    def forward(self, z: Tensor) -> Tensor:
-        """Map latent vectors (B, latent_dim) to images (B, out_channels, *size) in [-1, 1]."""
+    def forward(self, z: Tensor, code: Tensor | None = None) -> Tensor:
+        """Map latent vectors (B, latent_dim) [and label codes (B, K)] to images (B, out_channels, *size)."""
         if z.ndim != 2 or z.shape[1] != self.latent_dim:
             raise ValueError(f"expected z of shape (B, {self.latent_dim}), got {tuple(z.shape)}")
-        h = self.project(z.reshape(z.shape[0], self.latent_dim, *([1] * self.spatial_dims)))
+        z = concat_label(z, code, self.label_embed)
+        h = self.project(z.reshape(z.shape[0], z.shape[1], *([1] * self.spatial_dims)))
         h = self.project_act(h.reshape(z.shape[0], self.channels[0], *self.start_shape))
         return self.blocks(h)
 
@@ -116,9 +126,16 @@ class SNGANDiscriminator(nn.Module):
         max_channels: cap on channels per stage.
         negative_slope: LeakyReLU slope.
         spectral_norm: apply spectral normalisation to every conv.
+        num_classes: K for a conditional discriminator (``conditioning``).
+        conditioning: ``ac`` adds a class head (forward returns ``(logits, class_logits)``),
+            ``projection`` adds ``y^T V phi(x)`` to the logit (forward takes the label code);
+            anything else: unconditional.
+        outputs: logits of the head (1; K for the frozen classifier of conditioning method (b),
+            "the same structure as the discriminator", paper 000).
 
     Shape:
-        x: (B, in_channels, *size) -> (B,) raw logits (no sigmoid).
+        x: (B, in_channels, *size) [, code (B, K)] -> (B,) raw logits (no sigmoid), (B, outputs) when
+        ``outputs > 1``.
 
     Attributes:
         feature_channels: channels C of :meth:`features`' output, for auxiliary/projection heads.
@@ -134,24 +151,42 @@ class SNGANDiscriminator(nn.Module):
         max_channels: int = 256,
         negative_slope: float = 0.2,
         spectral_norm: bool = True,
+        num_classes: int = 0,
+        conditioning: str = "none",
+        outputs: int = 1,
     ) -> None:
         super().__init__()
         self.spatial_dims = check_spatial_dims(spatial_dims)
         self.size = expand_size(size, spatial_dims)
         self.start_shape, self.n_stages = plan_resolution(self.size, spatial_dims)
         self.in_channels = in_channels
+        self.outputs = outputs
         channels = stage_channels(self.n_stages, base_channels, max_channels)[::-1]
         self.body = nn.Sequential(*down_stack(spatial_dims, in_channels, channels, negative_slope=negative_slope,
                                               spectral_norm=spectral_norm))
         self.feature_channels = channels[-1]
-        head = conv(spatial_dims, self.feature_channels, 1, self.start_shape, bias=False)
+        head = conv(spatial_dims, self.feature_channels, outputs, self.start_shape, bias=False)
         self.head = maybe_spectral_norm(head, spectral_norm)
+        self.conditioning = conditioning if num_classes else "none"
+        self.class_head = (ClassHead(spatial_dims, self.feature_channels, num_classes, self.start_shape, spectral_norm)
+                           if self.conditioning == "ac" else None)
+        self.projection = (ProjectionHead(self.feature_channels, num_classes, spectral_norm)
+                           if self.conditioning == "projection" else None)
 
     def features(self, x: Tensor) -> Tensor:
         """The last hidden map: (B, in_channels, *size) -> (B, feature_channels, *start_shape)."""
         check_image_shape(x, self.in_channels, self.size)
         return self.body(x)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Raw logits: (B, in_channels, *size) -> (B,)."""
-        return self.head(self.features(x)).reshape(x.shape[0])
+    def forward(self, x: Tensor, code: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
+        """Raw logits (B,) [(B, outputs)]; with ``ac`` also class logits (B, K)."""
+        h = self.features(x)
+        out = self.head(h).reshape(x.shape[0], -1)
+        out = out[:, 0] if self.outputs == 1 else out
+        if self.projection is not None:
+            if code is None:
+                raise ValueError("a projection discriminator needs the label code of its input")
+            out = out + self.projection(h, code)
+        if self.class_head is not None:
+            return out, self.class_head(h)
+        return out
