@@ -15,6 +15,7 @@ Reconstructions are ``G(encode(x))`` with the posterior mean for the VAEs (no sa
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,7 @@ def _stats(x: np.ndarray) -> dict[str, float]:
 
 
 def reconstruct(run: str | Path | LoadedRun, images: np.ndarray, batch_size: int = 8,
-                device: str = "cpu", sample_seed: int | None = None) -> np.ndarray:
+                device: str = "cpu", sample_seed: int | None = None, labels: np.ndarray | None = None) -> np.ndarray:
     """Reconstructions (N, 1, *spatial) float32 in [-1, 1] of ``images`` by a trained run.
 
     ``sample_seed``: None decodes the posterior mean (VAEs) or the deterministic code; an int
@@ -96,14 +97,24 @@ def reconstruct(run: str | Path | LoadedRun, images: np.ndarray, batch_size: int
     if images.ndim != len(want) + 1 or tuple(images.shape[1:]) != want:
         raise DataError(f"images of shape {images.shape[1:]} do not fit the run's (1, {loaded.data['shape']}) "
                         f"(model {loaded.cfg.model.name!r})")
-    return loaded.family.reconstruct_images(loaded.nets, images, batch_size=batch_size, sample_seed=sample_seed)
+    kw: dict[str, Any] = {}
+    if labels is not None and loaded.conditional:
+        # a conditional model (the CVAE) encodes and decodes each image with its own label
+        if "labels" not in inspect.signature(loaded.family.reconstruct_images).parameters:
+            raise DataError(f"model {loaded.cfg.model.name!r} is conditional but cannot reconstruct with labels")
+        labels = np.asarray(labels)
+        if len(labels) != len(images):
+            raise DataError(f"{len(labels)} labels for {len(images)} images to reconstruct")
+        kw["labels"] = labels
+    return loaded.family.reconstruct_images(loaded.nets, images, batch_size=batch_size, sample_seed=sample_seed,
+                                            **kw)
 
 
 def reconstruction_metrics(run: str | Path | LoadedRun, real_images: np.ndarray, batch_size: int = 8,
                            max_images: int | None = PAPER_N_IMAGES, device: str = "cpu",
                            figure_path: str | Path | None = None, n_figure: int = 8,
                            value_range: tuple[float, float] = (-1.0, 1.0),
-                           sample_seed: int | None = None) -> dict[str, Any]:
+                           sample_seed: int | None = None, labels: np.ndarray | None = None) -> dict[str, Any]:
     """Per-image and mean reconstruction MSE and Laplacian sharpness (paper 002, Sec. 3.3, Fig. 3).
 
     Args:
@@ -131,9 +142,10 @@ def reconstruction_metrics(run: str | Path | LoadedRun, real_images: np.ndarray,
     real = np.asarray(real_images, dtype=np.float32)
     if max_images is not None:
         real = real[:max_images]
+        labels = None if labels is None else np.asarray(labels)[:max_images]
     if len(real) == 0:
         raise DataError("no images to reconstruct")
-    rec = reconstruct(loaded, real, batch_size, sample_seed=sample_seed)
+    rec = reconstruct(loaded, real, batch_size, sample_seed=sample_seed, labels=labels)
     mse = reconstruction_mse(rec, real, value_range)
     sharp_o = laplacian_sharpness(real, value_range)
     sharp_r = laplacian_sharpness(rec, value_range)
@@ -178,7 +190,8 @@ def reconstruction_figure(originals: np.ndarray, reconstructions: np.ndarray, pa
 
 def reconstruction_section(run: str | Path | LoadedRun, real_images: np.ndarray, figure_path: str | Path,
                            device: str = "cpu", batch_size: int = 8, max_images: int | None = PAPER_N_IMAGES,
-                           sample_seed: int | None = None) -> tuple[list[Any], dict[str, Any]]:
+                           sample_seed: int | None = None,
+                           labels: np.ndarray | None = None) -> tuple[list[Any], dict[str, Any]]:
     """Report blocks (table, figure, note) and the JSON result for ``synthmed evaluate --reconstruct``.
 
     Returns:
@@ -188,7 +201,7 @@ def reconstruction_section(run: str | Path | LoadedRun, real_images: np.ndarray,
     from synthmed.report.html import Figure, Table, Text
 
     res = reconstruction_metrics(run, real_images, batch_size=batch_size, max_images=max_images, device=device,
-                                 figure_path=figure_path, sample_seed=sample_seed)
+                                 figure_path=figure_path, sample_seed=sample_seed, labels=labels)
 
     def pm(s: dict[str, float]) -> str:
         return f"{s['mean']:.4g} ± {s['std']:.2g}"

@@ -380,7 +380,7 @@ def evaluate(real: str | Path, synthetic: str | Path | Sequence[str | Path], out
 
     if opts.reconstruct:
         with stage("reconstruction"):
-            _reconstruction(report, results, sources, real_img, out, opts)
+            _reconstruction(report, results, sources, real_img, out, opts, real_labels)
 
     if opts.inception_weights:
         with stage("inception score"):
@@ -461,7 +461,7 @@ def _jsonable_options(opts: EvaluateOptions) -> dict[str, Any]:
 
 
 def _reconstruction(report: Report, results: dict[str, Any], sources: list[Source], real_img: np.ndarray,
-                    out: Path, opts: EvaluateOptions) -> None:
+                    out: Path, opts: EvaluateOptions, real_labels: np.ndarray | None = None) -> None:
     from synthmed.evaluate.reconstruction import reconstruction_section, source_model
 
     for s in sources:
@@ -471,7 +471,7 @@ def _reconstruction(report: Report, results: dict[str, Any], sources: list[Sourc
             results["sources"][s.name]["reconstruction"] = {"skipped": why}
             continue
         blocks, res = reconstruction_section(run, real_img, out / "figures" / f"{s.name}_reconstruction.png",
-                                             device=opts.device, batch_size=opts.batch_size)
+                                             device=opts.device, batch_size=opts.batch_size, labels=real_labels)
         report.add(f"Reconstruction: {s.name} (paper 002, Fig. 3)", *blocks)
         results["sources"][s.name]["reconstruction"] = res
 

@@ -5,6 +5,12 @@
 * ``intro_vae``: IntroVAE's two updates, encoder on Eq. 8 then decoder on Eq. 9.
 
 The VAEs have no discriminator input to augment: a configured DiffAugment is not used (logged once).
+
+Conditional runs (``model.conditioning: cvae``; Sohn et al. 2015's conditional VAE) get each batch's
+labels from the loop: the label code y (one-hot, or multi-hot with ``multi_label``) goes to the encoder,
+q(z | x, y), and is concatenated to z at the decoder, G(z, y) (paper 000's label-concatenated latent).
+Reconstructions use the image's own label; IntroVAE's samples G(z_p, y) reuse the batch's labels, and
+the encoder's KL terms on them are taken with the same y.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from synthmed.losses.vae import (
     scaled_squared_error,
 )
 from synthmed.models.base import ModelFamily
+from synthmed.models.gan.conditioning import label_code
 from synthmed.train.steps import STEPS, Augment, Step
 
 log = logging.getLogger(__name__)
@@ -51,6 +58,7 @@ def frozen(module: nn.Module) -> Iterator[None]:
 
 class _VAEStepBase(Step):
     trained = ("E", "G")
+    accepts_labels = True
 
     def __init__(self, family: ModelFamily, cfg: RunConfig, nets: dict[str, nn.Module], device: torch.device,
                  augment: Augment | None = None) -> None:
@@ -59,9 +67,29 @@ class _VAEStepBase(Step):
             log.info("%s: augment.enabled has no effect (a VAE has no discriminator input to augment)",
                      cfg.model.name)
 
-    def encode_sample(self, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def prepare(self, images: torch.Tensor, progress: bool = False, labels: torch.Tensor | None = None) -> None:
+        """Nothing to prepare (the labels of a conditional run are not needed before training)."""
+
+    def code(self, labels: torch.Tensor | None) -> torch.Tensor | None:
+        """The (B, K) label code of a conditional (``cvae``) run, None for unconditional networks.
+
+        Raises:
+            ValueError: a conditional run without labels, or labels for an unconditional one.
+        """
+        k = int(getattr(self.raw["G"], "cond_dim", 0))
+        if not k:
+            if labels is not None:
+                raise ValueError(f"{self.cfg.model.name}: labels given, but the networks are unconditional "
+                                 "(model.conditioning none or per-class)")
+            return None
+        if labels is None:
+            raise ValueError(f"{self.cfg.model.name}: model.conditioning cvae needs the batch's labels")
+        return label_code(labels.to(self.device), k, labels.ndim == 2)
+
+    def encode_sample(self, real: torch.Tensor, code: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(mu, logvar, z) of real images, z by the reparameterisation trick (paper 002 Sec. 2.1)."""
-        mu, logvar = self.nets["E"](real)
+        mu, logvar = self.nets["E"](real, code)
         return mu, logvar, reparameterise(mu.float(), logvar.float())
 
 
@@ -77,10 +105,11 @@ class VAEStep(_VAEStepBase):
     def reconstruction_loss(self, rec: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         return scaled_squared_error(rec, real, scale=self.params.reconstruction_scale)
 
-    def __call__(self, real: torch.Tensor) -> dict[str, torch.Tensor]:
+    def __call__(self, real: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        code = self.code(labels)
         with self.amp():
-            mu, logvar, z = self.encode_sample(real)
-            rec = self.nets["G"](z)
+            mu, logvar, z = self.encode_sample(real, code)
+            rec = self.nets["G"](z, code)
             loss_rec = self.reconstruction_loss(rec, real)
         kl = gaussian_kl(mu, logvar)
         loss = self.params.kl_weight * kl + loss_rec
@@ -124,7 +153,7 @@ class DFCVAEStep(VAEStep):
             self.weight = 0.025 * math.prod(size)
         self.normalise = p.feature_network == "indomain"
 
-    def prepare(self, images: torch.Tensor, progress: bool = False) -> None:
+    def prepare(self, images: torch.Tensor, progress: bool = False, labels: torch.Tensor | None = None) -> None:
         """Train the in-domain feature network on the training images, unless given or resumed."""
         from synthmed.models.vae.perceptual import train_indomain_features
 
@@ -184,17 +213,18 @@ class IntroVAEStep(_VAEStepBase):
     ``L_rec`` is the per-image sum of squared errors on [0, 1] intensities; KL terms are per image, in nats.
     """
 
-    def __call__(self, real: torch.Tensor) -> dict[str, torch.Tensor]:
+    def __call__(self, real: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         p = self.params
         e, g = self.nets["E"], self.nets["G"]
+        y = self.code(labels)  # conditional: fakes G(z_p, y) take the batch's labels, and E sees the same y
         z_p = self.latent(real.shape[0])
         with self.amp():
-            mu, logvar, z = self.encode_sample(real)
+            mu, logvar, z = self.encode_sample(real, y)
             with frozen(self.raw["G"]):  # G's gradients from L_E would be discarded: skip them
-                x_r = self.raw["G"](z)
-            x_p = g(z_p)  # its graph is kept for the decoder update
+                x_r = self.raw["G"](z, y)
+            x_p = g(z_p, y)  # its graph is kept for the decoder update
             fakes = [x_p, x_r] if p.reconstructions_as_fakes else [x_p]
-            kl_fake = [gaussian_kl(*e(f.detach()), reduction="none") for f in fakes]
+            kl_fake = [gaussian_kl(*e(f.detach(), y), reduction="none") for f in fakes]
         kl_real = gaussian_kl(mu, logvar)
         rec = scaled_squared_error(x_r, real, scale=1.0)
         hinge = sum(kl_margin_hinge(k, p.margin) for k in kl_fake)
@@ -202,9 +232,9 @@ class IntroVAEStep(_VAEStepBase):
         self.update(loss_e, ("E",))
 
         with self.amp(), frozen(self.raw["E"]):
-            x_r_g = g(z.detach())
+            x_r_g = g(z.detach(), y)
             fakes_g = [x_p, x_r_g] if p.reconstructions_as_fakes else [x_p]
-            kl_fake_g = sum(gaussian_kl(*self.raw["E"](f)) for f in fakes_g)
+            kl_fake_g = sum(gaussian_kl(*self.raw["E"](f, y)) for f in fakes_g)
             rec_g = scaled_squared_error(x_r_g, real, scale=1.0)
             loss_g = p.kl_weight * kl_fake_g + p.reconstruction_weight * rec_g
         self.update(loss_g, ("G",))

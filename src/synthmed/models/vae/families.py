@@ -1,5 +1,15 @@
 """Vanilla VAE, DFC-VAE and IntroVAE (paper 002, Secs. 2.1, 2.3, 2.4 and 3.2).
 
+Conditioning (``model.conditioning``, the keys of :class:`synthmed.models.gan.conditioning.ConditionalParams`):
+``none``; ``per-class`` (one unconditional VAE per class, ``train.label=CLASS``); ``cvae``: a conditional
+VAE (Sohn et al. 2015, "Learning Structured Output Representation using Deep Conditional Generative
+Models"): the label code y (one-hot, or the 0/1 findings of ``multi_label``) is concatenated to z at
+the decoder's input, G(z, y), the generator-side interface of the GANs (paper 000: the label
+"concatenated to the latent"), and to the flattened encoder features before the mean / log-variance
+heads, q(z | x, y).  ``auto``: ``none`` without ``num_classes``, else ``cvae``.  ``class_weight`` and
+``classifier_iterations`` have no effect on the VAEs; ``label_embedding_dim`` must be 0 (the code
+itself is concatenated).
+
 The networks live in ``networks.py`` (vanilla / DFC) and ``intro.py`` (IntroVAE); the losses and
 update order in :mod:`synthmed.train.vae_steps`.  Every VAE has an encoder ``E`` (images -> posterior
 mean and log-variance) and a decoder ``G`` (latent -> image), so sampling, previews and FID checks
@@ -9,13 +19,15 @@ use ``G`` exactly as for the GANs, and reconstructions are ``G(mu(x))``.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
+import numpy as np
 import torch
 from torch import nn
 
 from synthmed.errors import ConfigError
 from synthmed.models.base import ModelFamily
+from synthmed.models.gan.conditioning import ConditionalFamily, ConditionalParams, label_code
 from synthmed.models.vae.intro import IntroDecoder, IntroEncoder
 from synthmed.models.vae.networks import GaussianEncoder, UpsamplingDecoder
 from synthmed.registry import MODELS
@@ -24,8 +36,16 @@ from synthmed.registry import MODELS
 _POSITIVE = ("latent_dim", "base_channels", "max_channels", "max_stages", "feature_iterations", "feature_layers")
 
 
+#: ``model.conditioning`` of the VAEs: ``cvae`` is the conditional VAE of Sohn et al. 2015.
+VAEConditioning = Literal["auto", "none", "per-class", "cvae"]
+VAE_METHODS = ("none", "per-class", "cvae")
+
+
 def _validate(params: object) -> None:
     """ConfigError naming the key when a size is < 1 or a weight or margin is negative."""
+    if getattr(params, "label_embedding_dim", 0):
+        raise ConfigError("config key 'model.label_embedding_dim': the VAEs concatenate the one-hot/multi-hot "
+                          f"label code itself (Sohn et al. 2015); expected 0, got {params.label_embedding_dim}")
     for f in fields(params):  # type: ignore[arg-type]
         v = getattr(params, f.name)
         if f.name in _POSITIVE and v is not None and v < 1:
@@ -35,7 +55,7 @@ def _validate(params: object) -> None:
 
 
 @dataclass
-class VAEParams:
+class VAEParams(ConditionalParams):
     """Vanilla VAE parameters.  Defaults: paper 002, Sec. 3.2 (latent 200; 4 stride-2 4x4 convs
     with 32..256 channels as Hou et al. 2017; squared error scaled by 0.025 x H x W).
 
@@ -44,6 +64,7 @@ class VAEParams:
     intensities.
     """
 
+    conditioning: VAEConditioning = "auto"  # type: ignore[assignment]
     latent_dim: int = 200
     base_channels: int = 32
     max_channels: int = 256
@@ -57,7 +78,7 @@ class VAEParams:
 
 
 @dataclass
-class DFCVAEParams:
+class DFCVAEParams(ConditionalParams):
     """DFC-VAE parameters.  Networks as the vanilla VAE (paper 002, Sec. 3.2); the pixel term of Eq. 5
     is replaced by the feature perceptual loss of Eqs. 6-7 on three ReLU layers of ``feature_network``.
 
@@ -80,6 +101,7 @@ class DFCVAEParams:
     relu1_1, relu2_1 and relu3_1).
     """
 
+    conditioning: VAEConditioning = "auto"  # type: ignore[assignment]
     latent_dim: int = 200
     base_channels: int = 32
     max_channels: int = 256
@@ -97,7 +119,7 @@ class DFCVAEParams:
 
 
 @dataclass
-class IntroVAEParams:
+class IntroVAEParams(ConditionalParams):
     """IntroVAE parameters.  Defaults: paper 002, Sec. 3.2 (m = 110, latent 256, KL terms of Eqs. 8-9
     weighted 0.25, reconstruction 0.5; residual PGGAN-like networks).
 
@@ -107,6 +129,7 @@ class IntroVAEParams:
     paper 002's Eqs. 8-9 use only samples x' = G(z), the default.
     """
 
+    conditioning: VAEConditioning = "auto"  # type: ignore[assignment]
     latent_dim: int = 256
     base_channels: int = 32
     max_channels: int = 256
@@ -121,22 +144,92 @@ class IntroVAEParams:
         _validate(self)
 
 
-class _VAEFamily(ModelFamily):
-    """Shared by the VAEs: encoder ``E`` -> (mu, logvar), decoder ``G``; ``encode`` is the posterior mean."""
+class _VAEFamily(ConditionalFamily, ModelFamily):
+    """Shared by the VAEs: encoder ``E`` -> (mu, logvar), decoder ``G``; ``encode`` is the posterior mean.
+
+    Conditional (``cvae``) networks take the (B, K) label code as a second input, ``E(x, y)`` and
+    ``G(z, y)`` (Sohn et al. 2015); ``labels`` below are (B,) class indices or a (B, K) 0/1 matrix.
+    """
 
     generator_key = "G"
     encoder_key = "E"
     has_encoder = True
+    default_conditioning: ClassVar[str] = "cvae"
+    conditioning_methods: ClassVar[tuple[str, ...]] = VAE_METHODS
 
-    def encode(self, nets: dict[str, nn.Module], x: torch.Tensor) -> torch.Tensor:
-        """The posterior mean mu(x) (B, latent_dim): deterministic reconstructions ``G(mu(x))``."""
-        mu, _ = nets[self.encoder_key](x)
+    def network_kwargs(self, params: Any) -> dict[str, Any]:
+        """Keyword arguments shared by encoder and decoder, ``cond_dim`` = K for ``cvae``."""
+        self.check_conditioning(params)
+        return dict(latent_dim=params.latent_dim, base_channels=params.base_channels,
+                    max_channels=params.max_channels, max_stages=params.max_stages,
+                    negative_slope=params.negative_slope, cond_dim=self.generator_classes(params))
+
+    @staticmethod
+    def _code(net: nn.Module, labels: torch.Tensor | None, n: int, device: torch.device) -> torch.Tensor | None:
+        """The label code a network built with ``cond_dim`` K takes (None for unconditional networks);
+        missing labels cycle through the classes (sample ``i`` gets class ``i mod K``)."""
+        k = int(getattr(net, "cond_dim", 0))
+        if not k:
+            return None
+        if labels is None:
+            labels = torch.arange(n, device=device) % k
+        labels = labels.to(device)
+        return label_code(labels, k, labels.ndim == 2)
+
+    def encode(self, nets: dict[str, nn.Module], x: torch.Tensor,
+               labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The posterior mean mu(x[, y]) (B, latent_dim): deterministic reconstructions ``G(mu(x))``."""
+        enc = nets[self.encoder_key]
+        mu, _ = enc(x, self._code(enc, labels, x.shape[0], x.device))
         return mu
 
-    def encode_sample(self, nets: dict[str, nn.Module], x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """``z = mu + eps * exp(logvar / 2)``, a draw from q(z|x) (the decoder's training input)."""
-        mu, logvar = nets[self.encoder_key](x)
+    def encode_sample(self, nets: dict[str, nn.Module], x: torch.Tensor, eps: torch.Tensor,
+                      labels: torch.Tensor | None = None) -> torch.Tensor:
+        """``z = mu + eps * exp(logvar / 2)``, a draw from q(z|x[, y]) (the decoder's training input)."""
+        enc = nets[self.encoder_key]
+        mu, logvar = enc(x, self._code(enc, labels, x.shape[0], x.device))
         return mu + eps.to(mu.dtype) * torch.exp(0.5 * logvar)
+
+    def generate(self, nets: dict[str, nn.Module], z: torch.Tensor,
+                 labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Images G(z[, y]) (B, 1, *spatial): the label code concatenated to z (paper 000; Sohn et al. 2015)."""
+        g = nets[self.generator_key]
+        code = self._code(g, labels, z.shape[0], z.device)
+        return g(z) if code is None else g(z, code)
+
+    @torch.no_grad()
+    def reconstruct_images(self, nets: dict[str, nn.Module], x: np.ndarray, batch_size: int | None = None,
+                           sample_seed: int | None = None, labels: Any = None) -> np.ndarray:
+        """As :meth:`ModelFamily.reconstruct_images`; a conditional VAE encodes and decodes each image
+        with its own label (``labels``: (N,) class indices or an (N, K) 0/1 matrix; None cycles the classes).
+        """
+        if not int(getattr(nets[self.generator_key], "cond_dim", 0)):
+            return super().reconstruct_images(nets, x, batch_size, sample_seed)
+        enc, gen = nets[self.encoder_key], nets[self.generator_key]
+        modes = (enc.training, gen.training)
+        device = next(gen.parameters()).device
+        lab = None if labels is None else torch.as_tensor(np.asarray(labels))
+        enc.eval()
+        gen.eval()
+        try:
+            step = batch_size or max(len(x), 1)
+            out = []
+            for s in range(0, len(x), step):
+                batch = torch.from_numpy(np.array(x[s:s + step], dtype=np.float32)).to(device)
+                y = (torch.arange(s, s + len(batch)) % int(gen.cond_dim)) if lab is None else lab[s:s + len(batch)]
+                y = y.to(device)
+                if sample_seed is None:
+                    z = self.encode(nets, batch, y)
+                else:
+                    eps = torch.stack([torch.randn(self._latent_dim_of(nets),
+                                                   generator=torch.Generator().manual_seed(sample_seed + s + i))
+                                       for i in range(len(batch))]).to(device)
+                    z = self.encode_sample(nets, batch, eps, y)
+                out.append(self.generate(nets, z, y).float().clamp(-1, 1).cpu().numpy())
+            return np.concatenate(out) if out else np.zeros((0, *np.shape(x)[1:]), np.float32)
+        finally:
+            enc.train(modes[0])
+            gen.train(modes[1])
 
 
 @MODELS.register("vae")
@@ -148,9 +241,7 @@ class VAE(_VAEFamily):
 
     def build(self, params: VAEParams | DFCVAEParams, spatial_dims: int,  # type: ignore[override]
               shape: tuple[int, ...]) -> dict[str, nn.Module]:
-        kw = dict(latent_dim=params.latent_dim, base_channels=params.base_channels,
-                  max_channels=params.max_channels, max_stages=params.max_stages,
-                  negative_slope=params.negative_slope)
+        kw = self.network_kwargs(params)
         return {"E": GaussianEncoder(spatial_dims, shape, **kw), "G": UpsamplingDecoder(spatial_dims, shape, **kw)}
 
 
@@ -171,7 +262,5 @@ class IntroVAE(_VAEFamily):
 
     def build(self, params: IntroVAEParams, spatial_dims: int,  # type: ignore[override]
               shape: tuple[int, ...]) -> dict[str, nn.Module]:
-        kw = dict(latent_dim=params.latent_dim, base_channels=params.base_channels,
-                  max_channels=params.max_channels, max_stages=params.max_stages,
-                  negative_slope=params.negative_slope)
+        kw = self.network_kwargs(params)
         return {"E": IntroEncoder(spatial_dims, shape, **kw), "G": IntroDecoder(spatial_dims, shape, **kw)}

@@ -9,9 +9,10 @@ network of the DFC-VAE paper (Hou et al. 2017: channels 32-64-128-256), which th
 002 shares.  Resolution is one ``size`` argument: the number of stride-2 stages is at most
 ``max_stages`` (4, as the paper) and fewer when the image cannot be halved that often (28 -> 2).
 
-Conditioning (not wired into training yet): both networks take ``cond_dim`` extra inputs, a label
-embedding concatenated to the flattened encoder features and to the latent code, so a conditional
-VAE (Sohn et al. 2015) only has to supply ``cond``.
+Conditioning: both networks take ``cond_dim`` extra inputs, a label code concatenated to the
+flattened encoder features and to the latent code: the conditional VAE (Sohn et al. 2015) of
+``model.conditioning: cvae`` (:mod:`synthmed.models.vae.families`) builds them with ``cond_dim`` = K
+and supplies the one-hot / multi-hot label as ``cond``.
 """
 
 from __future__ import annotations
