@@ -343,13 +343,29 @@ def _check_train(t: TrainConfig) -> None:
         raise ConfigError(f"config key 'train.betas': expected two numbers in [0, 1), got {list(t.betas)}")
 
 
-def load_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    """Load a YAML path or shipped config name, apply overrides, validate strictly."""
-    path = resolve_config_path(name_or_path)
+def load_validated(path: Path, build: Any, overrides: list[str] | tuple[str, ...] = ()) -> Any:
+    """``build(read_yaml(path), overrides)`` with the file named in any ConfigError (shared by the run,
+    utility and protocol configs)."""
     try:
-        return build_config(read_yaml(path), overrides)
+        return build(read_yaml(path), overrides)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+
+
+def plain(obj: Any) -> Any:
+    """Dataclasses, lists, tuples and dicts, recursively, as plain dicts and lists (for YAML/JSON)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    return obj
+
+
+def load_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Load a YAML path or shipped config name, apply overrides, validate strictly."""
+    return load_validated(resolve_config_path(name_or_path), build_config, overrides)
 
 
 def dump_config(cfg: RunConfig) -> str:

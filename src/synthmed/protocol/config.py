@@ -27,7 +27,6 @@ overrides single keys; unknown keys and wrong types are errors that name the key
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,15 @@ from typing import Any
 
 import yaml
 
-from synthmed.config import CONFIG_DIR, RunConfig, from_dict, load_config, parse_override, read_yaml
+from synthmed.config import (
+    CONFIG_DIR,
+    RunConfig,
+    from_dict,
+    load_config,
+    load_validated,
+    parse_override,
+    plain,
+)
 from synthmed.errors import ConfigError
 
 SECTIONS = ("data", "candidates", "evaluation", "ranking", "utility", "sweeps", "stages", "device", "seed")
@@ -482,22 +489,11 @@ def resolve_protocol_config_path(name_or_path: str | Path) -> Path:
 
 def load_protocol_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ProtocolConfig:
     """Load a YAML path or shipped protocol config name, apply ``--set`` overrides, validate strictly."""
-    path = resolve_protocol_config_path(name_or_path)
-    try:
-        return build_protocol_config(read_yaml(path), overrides)
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+    return load_validated(resolve_protocol_config_path(name_or_path), build_protocol_config, overrides)
 
 
 def dump_protocol_config(cfg: ProtocolConfig) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 
 
-def _plain(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj):
-        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    return obj
+_plain = plain  # shared with synthmed.config

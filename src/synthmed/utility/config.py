@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from synthmed.config import CONFIG_DIR, from_dict, parse_override, read_yaml
+from synthmed.config import CONFIG_DIR, from_dict, load_validated, parse_override, plain
 from synthmed.errors import ConfigError
 from synthmed.utility.compositions import COMPOSITIONS
 
@@ -300,20 +300,11 @@ def resolve_utility_config_path(name_or_path: str | Path) -> Path:
 
 def load_utility_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> UtilityConfig:
     """Load a YAML path or shipped utility config name, apply ``--set`` overrides, validate strictly."""
-    path = resolve_utility_config_path(name_or_path)
-    try:
-        return build_utility_config(read_yaml(path), overrides)
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+    return load_validated(resolve_utility_config_path(name_or_path), build_utility_config, overrides)
 
 
 def dump_utility_config(cfg: UtilityConfig) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 
 
-def _plain(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj):
-        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
+_plain = plain  # shared with synthmed.config
