@@ -265,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("config", help="YAML path or shipped utility config (utility_quick, utility_paper000)")
     s.add_argument("--out", required=True, help="output folder (report.html, metrics.json, CSVs, folds/)")
     s.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a config key, e.g. data.path=/tmp/prep or synthetic.depr=runs/depr")
+                   help="override a config key, e.g. data.path=prepared/ds or synthetic.depr=runs/depr")
     s.add_argument("--resume", action="store_true", help="continue a run in --out; finished folds are kept")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=_cmd_utility)
@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("config", help="YAML path or shipped protocol config (protocol_quick, protocol_paper000)")
     s.add_argument("--out", required=True, help="output folder (report.html, metrics.json, CSVs, every stage)")
     s.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a config key, e.g. data.path=/tmp/prep or sweeps.seeds=[0,1]")
+                   help="override a config key, e.g. data.path=prepared/ds or sweeps.seeds=[0,1]")
     s.add_argument("--resume", action="store_true", help="continue a run in --out; finished stages are kept")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=_cmd_protocol)

@@ -231,18 +231,20 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def resolve_config_path(name_or_path: str | Path) -> Path:
-    """A YAML path, or the name of a shipped config (``alpha_sngan`` → configs/alpha_sngan.yaml)."""
+def resolve_config_path(name_or_path: str | Path, kind: str = "run") -> Path:
+    """A YAML path, or the name of a shipped config of ``kind`` (see :func:`shipped_configs`;
+    ``alpha_sngan`` → configs/alpha_sngan.yaml)."""
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") or p.exists():
         if not p.is_file():
             raise ConfigError(f"config file {p} does not exist")
         return p
-    shipped = CONFIG_DIR / f"{name_or_path}.yaml"
-    if shipped.is_file():
-        return shipped
-    raise ConfigError(f"{name_or_path!r} is neither a YAML file nor a shipped config; "
-                      f"shipped configs: {', '.join(shipped_configs())}")
+    names = shipped_configs(kind)
+    if str(name_or_path) in names:
+        return CONFIG_DIR / f"{name_or_path}.yaml"
+    what = "config" if kind == "run" else f"{kind} config"
+    raise ConfigError(f"{name_or_path!r} is neither a YAML file nor a shipped {what}; "
+                      f"shipped {what}s: {', '.join(names)}")
 
 
 #: shipped-config name prefixes of the configs that are not training runs (``synthmed utility``, ``synthmed protocol``).

@@ -6,7 +6,7 @@ Bonferroni-corrected post-hoc tests between architectures), run the utility prot
 winner, run paper 004's benchmark sweeps, and write one report.
 
     from synthmed.protocol import load_protocol_config, run_protocol
-    html = run_protocol(load_protocol_config("protocol_quick", ["data.path=/tmp/prep"]), "out/protocol")
+    html = run_protocol(load_protocol_config("protocol_quick", ["data.path=prepared/ds"]), "out/protocol")
 """
 
 from synthmed.protocol.config import ProtocolConfig, build_protocol_config, load_protocol_config

@@ -35,13 +35,14 @@ from typing import Any
 import yaml
 
 from synthmed.config import (
-    CONFIG_DIR,
     RunConfig,
+    _set_dotted,
     from_dict,
     load_config,
     load_validated,
     parse_override,
     plain,
+    resolve_config_path,
 )
 from synthmed.errors import ConfigError
 
@@ -308,7 +309,7 @@ def resolve_candidates(cfg: ProtocolConfig) -> list[Candidate]:
 
 def _run_config(name: str, overrides: list[str]) -> RunConfig:
     """A shipped run config or YAML path; else a registered model family's defaults (``model.name``)."""
-    from synthmed.config import build_config, resolve_config_path
+    from synthmed.config import build_config
 
     try:
         resolve_config_path(name)
@@ -320,17 +321,6 @@ def _run_config(name: str, overrides: list[str]) -> RunConfig:
             return build_config({"model": {"name": name}}, overrides)
         raise
     return load_config(name, overrides)
-
-
-def _set_dotted(d: dict[str, Any], dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    cur = d
-    for p in parts[:-1]:
-        nxt = cur.setdefault(p, {})
-        if not isinstance(nxt, dict):
-            raise ConfigError(f"--set {dotted}: {p!r} is not a section")
-        cur = nxt
-    cur[parts[-1]] = value
 
 
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -474,17 +464,7 @@ def _check(cfg: ProtocolConfig) -> None:
 
 def resolve_protocol_config_path(name_or_path: str | Path) -> Path:
     """A YAML path, or a shipped protocol config name (``protocol_quick`` -> configs/protocol_quick.yaml)."""
-    p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.exists():
-        if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist")
-        return p
-    shipped = CONFIG_DIR / f"{name_or_path}.yaml"
-    if shipped.is_file() and shipped.stem.startswith("protocol_"):
-        return shipped
-    names = sorted(q.stem for q in CONFIG_DIR.glob("protocol_*.yaml"))
-    raise ConfigError(f"{name_or_path!r} is neither a YAML file nor a shipped protocol config; shipped: "
-                      f"{', '.join(names)}")
+    return resolve_config_path(name_or_path, "protocol")
 
 
 def load_protocol_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ProtocolConfig:

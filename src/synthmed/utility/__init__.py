@@ -5,7 +5,7 @@ sets of Table 1 including the "infinite" one, ANOVA and Bonferroni t-tests), pap
 AUC_real - AUC_syn, Delta_syn and occlusion maps, and paper 003's GAN-train SVM.
 
     from synthmed.utility import load_utility_config, run_utility
-    html = run_utility(load_utility_config("utility_quick", ["data.path=/tmp/prep"]), "out/utility")
+    html = run_utility(load_utility_config("utility_quick", ["data.path=prepared/ds"]), "out/utility")
 """
 
 from synthmed.utility import svm as _svm  # noqa: F401  (registers "svm")

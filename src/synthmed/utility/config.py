@@ -32,7 +32,14 @@ from typing import Any
 
 import yaml
 
-from synthmed.config import CONFIG_DIR, from_dict, load_validated, parse_override, plain
+from synthmed.config import (
+    _set_dotted,
+    from_dict,
+    load_validated,
+    parse_override,
+    plain,
+    resolve_config_path,
+)
 from synthmed.errors import ConfigError
 from synthmed.utility.compositions import COMPOSITIONS
 
@@ -185,17 +192,6 @@ def _synthetic(value: Any) -> dict[str, str] | str | None:
                       f"or one path of a labelled source; got {value!r}")
 
 
-def _set_dotted(d: dict[str, Any], dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    cur = d
-    for p in parts[:-1]:
-        nxt = cur.setdefault(p, {})
-        if not isinstance(nxt, dict):
-            raise ConfigError(f"--set {dotted}: {p!r} is not a section")
-        cur = nxt
-    cur[parts[-1]] = value
-
-
 def build_utility_config(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> UtilityConfig:
     """Validate a raw mapping (plus ``--set`` overrides) into a :class:`UtilityConfig`."""
     from synthmed.utility.classifiers import classifier_class, is_network
@@ -286,16 +282,7 @@ def _check(cfg: UtilityConfig, network: bool) -> None:
 
 def resolve_utility_config_path(name_or_path: str | Path) -> Path:
     """A YAML path, or a shipped utility config name (``utility_quick`` -> configs/utility_quick.yaml)."""
-    p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.exists():
-        if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist")
-        return p
-    shipped = CONFIG_DIR / f"{name_or_path}.yaml"
-    if shipped.is_file() and shipped.stem.startswith("utility"):
-        return shipped
-    names = sorted(q.stem for q in CONFIG_DIR.glob("utility*.yaml"))
-    raise ConfigError(f"{name_or_path!r} is neither a YAML file nor a shipped utility config; shipped: {', '.join(names)}")
+    return resolve_config_path(name_or_path, "utility")
 
 
 def load_utility_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> UtilityConfig:
