@@ -12,7 +12,10 @@ disk, pictures embedded) and ``metrics.json`` into the output folder.  The stage
    or MedicalNet / Inception / VGG / ``planes:`` 2.5D with local weights);
 4. features of every set (real features cached per dataset hash and extractor);
 5. FID, KID, MMD (RBF and linear), precision/recall, density/coverage with t-based 95% CIs
-   (:mod:`synthmed.evaluate.fidelity`), and paper 002 Sec. 3.3 image-space metrics;
+   (:mod:`synthmed.evaluate.fidelity`), and paper 002 Sec. 3.3 image-space metrics; when the real
+   rows and a source's sets carry labels (a sampled folder with a ``label`` column, or a conditional
+   run folder whose classes match the real data's), the same feature metrics per class as well
+   (paper 000 Fig. 4), ``results["sources"][NAME]["per_class_feature_metrics"]``;
 6. privacy (paper 004 S.6): nearest training neighbours in pixel, SSIM and feature space, DCR of
    synthetic vs held-out real, membership-inference AUC, and a nearest-neighbour picture;
 7. PCA (paper 000 Figs. S7/S8) and MDS (paper 001 Fig. 4) of real and synthetic features per class;
@@ -27,6 +30,8 @@ run's ``data.json``) against the real subjects it never saw (the test split), in
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import resource
 import sys
@@ -123,22 +128,48 @@ def peak_memory_mb() -> float:
 
 @dataclass
 class Source:
-    """One synthetic source: its name, its first set (kept for image metrics, privacy and figures)
-    and the features of all of its sets."""
+    """One synthetic source: its name, its first set (kept for image metrics, privacy and figures),
+    the features of all of its sets and their labels (None for an unlabelled set)."""
 
     name: str
     path: Path
     first: SyntheticSet
     features: list[np.ndarray]
     set_sizes: list[int]
+    labels: list[np.ndarray | None] = field(default_factory=list)
 
 
-def _source_sets(path: Path, n_sets: int, set_size: int, opts: EvaluateOptions) -> Iterator[SyntheticSet]:
+def _run_default_labels(path: Path, ds: PreparedDataset) -> Any:
+    """For a single-label conditional run folder whose classes match ``ds``'s: a function seeds -> the
+    labels :func:`synthmed.generate.sample.generate_batch` gives them by default (seed ``s``: class
+    ``s mod K``); None otherwise (unconditional, multi-label, or other classes)."""
+    from synthmed.train.loop import preview_labels
+
+    try:
+        cond = json.loads((path / "data.json").read_text(encoding="utf-8")).get("conditioning") or {}
+    except (OSError, json.JSONDecodeError):
+        return None
+    if cond.get("method") not in ("frozen-classifier", "ac", "projection", "cvae") or cond.get("multi_label"):
+        return None
+    names = [str(c) for c in cond.get("class_names") or []]
+    if ds.classes and names[:len(ds.classes)] != list(ds.classes):
+        log.warning("%s: the run's classes %s differ from %s's %s; no per-class metrics", path, names, ds.root,
+                    ds.classes)
+        return None
+    return lambda seeds: np.array([int(preview_labels(cond, 1, int(sd))[0]) for sd in seeds], dtype=np.int64)
+
+
+def _source_sets(path: Path, n_sets: int, set_size: int, opts: EvaluateOptions,
+                 ds: PreparedDataset | None = None) -> Iterator[SyntheticSet]:
     """The synthetic sets of one source, one at a time (at most one set is held in memory)."""
     if is_run_folder(path):
+        labeller = _run_default_labels(path, ds) if ds is not None else None
         for k in range(n_sets):
-            yield sample_run(path, set_size, seed=opts.seed + k * set_size, device=opts.device,
-                             batch_size=opts.batch_size)
+            s = sample_run(path, set_size, seed=opts.seed + k * set_size, device=opts.device,
+                           batch_size=opts.batch_size)
+            if labeller is not None and s.labels is None and s.provenance.get("seeds"):
+                s = dataclasses.replace(s, labels=labeller(s.provenance["seeds"]))
+            yield s
         return
     whole = load_sampled_folder(path)
     m = len(whole.images)
@@ -231,19 +262,54 @@ def _privacy(name: str, ds: PreparedDataset, src: Source, real_feats_all: np.nda
     return blocks, result
 
 
+def _metric_cells(rows: list[dict[str, Any]], metrics: list[str]) -> list[Any]:
+    by = {r["metric"]: r for r in rows}
+    cells: list[Any] = [by[metrics[0]]["n_sets"]]
+    for m in metrics:
+        r = by[m]
+        cells.append(Estimate(r["value"], r["ci_low"], r["ci_high"]) if r["ci_low"] is not None else r["value"])
+    return cells
+
+
+def _metric_columns(metrics: list[str]) -> list[str]:
+    return ["sets"] + [m + (" (lower better)" if m in LOWER_IS_BETTER else "") for m in metrics]
+
+
 def _feature_table(rows_by_source: dict[str, list[dict[str, Any]]]) -> Table:
     names = list(rows_by_source)
     metrics = [r["metric"] for r in rows_by_source[names[0]]]
-    cells = []
-    for src in names:
-        by = {r["metric"]: r for r in rows_by_source[src]}
-        row: list[Any] = [src, by[metrics[0]]["n_sets"]]
-        for m in metrics:
-            r = by[m]
-            row.append(Estimate(r["value"], r["ci_low"], r["ci_high"]) if r["ci_low"] is not None else r["value"])
-        cells.append(row)
-    cols = ["source", "sets"] + [m + (" (lower better)" if m in LOWER_IS_BETTER else "") for m in metrics]
-    return Table(cols, cells)
+    cells = [[src, *_metric_cells(rows_by_source[src], metrics)] for src in names]
+    return Table(["source", *_metric_columns(metrics)], cells)
+
+
+def _class_name(ds: PreparedDataset, c: int) -> str:
+    return ds.classes[c] if 0 <= c < len(ds.classes) else str(c)
+
+
+def _per_class_metrics(ds: PreparedDataset, real_feats: np.ndarray, real_labels: np.ndarray | None, src: Source,
+                       fo: FidelityOptions, need: int) -> tuple[dict[str, list[dict[str, Any]]], dict[str, str]] | None:
+    """Feature metrics of every class present in the real rows and the source, each set's images of the
+    class against the real features of the class; and the classes skipped, with why.  None when the real
+    rows or any synthetic set carry no labels."""
+    if real_labels is None or not src.labels or any(lab is None for lab in src.labels):
+        return None
+    rows: dict[str, list[dict[str, Any]]] = {}
+    skipped: dict[str, str] = {}
+    syn_classes = set().union(*(set(np.asarray(lab).tolist()) for lab in src.labels if lab is not None))
+    for c in sorted(set(np.asarray(real_labels).tolist()) & syn_classes):
+        name = _class_name(ds, int(c))
+        n_real = int(np.sum(real_labels == c))
+        n_sets = [int(np.sum(lab == c)) for lab in src.labels if lab is not None]
+        if n_real < need or min(n_sets) < need:
+            skipped[name] = (f"{n_real} real image(s) and {min(n_sets)} to {max(n_sets)} synthetic image(s) per set; "
+                             f"precision/recall (k={fo.k_pr}) and density/coverage (k={fo.k_dc}) need at least "
+                             f"{need} in each")
+            continue
+        fake = [f[lab == c] for f, lab in zip(src.features, src.labels, strict=True) if lab is not None]
+        rows[name] = feature_metric_rows(real_feats[real_labels == c], fake, fo)
+    for c in sorted(set(np.asarray(real_labels).tolist()) - syn_classes):
+        skipped[_class_name(ds, int(c))] = "no synthetic image of this class"
+    return rows, skipped
 
 
 def _names(paths: Sequence[Path], names: Sequence[str] | None) -> list[str]:
@@ -323,8 +389,8 @@ def evaluate(real: str | Path, synthetic: str | Path | Sequence[str | Path], out
 
     sources: list[Source] = []
     for name, path in zip(src_names, paths, strict=True):
-        feats, sizes, first = [], [], None
-        sets = _source_sets(path, opts.n_sets, set_size, opts)
+        feats, sizes, first, set_labels = [], [], None, []
+        sets = _source_sets(path, opts.n_sets, set_size, opts, ds)
         while True:
             with stage("synthetic sets (load or generate)"):
                 s = next(sets, None)
@@ -337,10 +403,11 @@ def evaluate(real: str | Path, synthetic: str | Path | Sequence[str | Path], out
                                              dataset_key=f"{name}-{array_sha256(s.images)[:24]}",
                                              batch_size=opts.batch_size, device=opts.device, progress=opts.progress))
             sizes.append(len(s.images))
+            set_labels.append(s.labels)
             if first is None:
                 first = s
         assert first is not None
-        sources.append(Source(name, path, first, feats, sizes))
+        sources.append(Source(name, path, first, feats, sizes, set_labels))
 
     report = Report("synthmed evaluation: " + ", ".join(src_names))
     results: dict[str, Any] = {"real": {"path": str(ds.root.resolve()), "split": opts.split, "n": len(rows),
@@ -367,6 +434,7 @@ def evaluate(real: str | Path, synthetic: str | Path | Sequence[str | Path], out
             f"sets the size of the real set per model). Precision/recall k = {fo.k_pr} (Kynkäänniemi et al.), "
             f"density/coverage k = {fo.k_dc} (Naeem et al.); KID unbiased over subsets; MMD RBF bandwidth by "
             "the median heuristic." + "".join(f" {n[0].upper()}{n[1:]}." for n in notes)))
+        _add_per_class(report, results, ds, real_feats, real_labels, sources, fo, need)
 
     if opts.image_metrics:
         with stage("image metrics"):
@@ -452,6 +520,37 @@ def evaluate(real: str | Path, synthetic: str | Path | Sequence[str | Path], out
         except RuntimeError as e:
             log.warning("report screenshot failed: %s", e)
     return html
+
+
+def _add_per_class(report: Report, results: dict[str, Any], ds: PreparedDataset, real_feats: np.ndarray,
+                   real_labels: np.ndarray | None, sources: list[Source], fo: FidelityOptions, need: int) -> None:
+    """Per-class feature metrics of every labelled source: into ``results`` and one report section."""
+    cells: list[list[Any]] = []
+    notes: list[str] = []
+    metrics: list[str] = []
+    for s in sources:
+        per = _per_class_metrics(ds, real_feats, real_labels, s, fo, need)
+        if per is None:
+            continue
+        rows, skipped = per
+        results["sources"][s.name]["per_class_feature_metrics"] = rows
+        results["sources"][s.name]["per_class_skipped"] = skipped
+        for cls, rs in rows.items():
+            metrics = metrics or [r["metric"] for r in rs]
+            cells.append([s.name, cls, *_metric_cells(rs, metrics)])
+        notes += [f"{s.name}, class {cls}: skipped ({why})." for cls, why in skipped.items()]
+        notes += sorted({f"{s.name}, class {cls}: FID {r['note']}." for cls, rs in rows.items() for r in rs
+                         if r.get("note")})
+    if not cells and not notes:
+        return
+    blocks: list[Any] = []
+    if cells:
+        blocks.append(Table(["source", "class", *_metric_columns(metrics)], cells,
+                            caption="The feature metrics above, each class's synthetic images of every set against "
+                                    "that class's real images (paper 000 Fig. 4: each clinical group separately)."))
+    if notes:
+        blocks.append(Text(" ".join(notes)))
+    report.add("Fidelity and diversity per class", *blocks)
 
 
 def _jsonable_options(opts: EvaluateOptions) -> dict[str, Any]:

@@ -6,7 +6,7 @@ name the key.  Example::
 
     data:
       path: /data/prepared/ds002748
-    synthetic:                 # one unconditional model (run folder) or sampled folder per class
+    synthetic:                 # a run folder or sampled folder per class (or one conditional run: synthetic: RUN)
       control: runs/control
       depr: runs/depr
     compositions: [real, augmented, mixed-small, synthetic-small, mixed-large]
@@ -17,9 +17,9 @@ name the key.  Example::
       lr: 5.0e-6
       max_epochs: 100
 
-``synthetic`` may instead be a single path: a sampled folder whose manifest carries labels (the
-source of a conditional model).  A single run folder needs a conditional model, which ``synthmed``
-does not have yet.
+``synthetic`` may instead be a single path: a conditional model's run folder (``model.conditioning``
+frozen-classifier, ac, projection or cvae; class ``c`` is generated with label ``c``), or a sampled
+folder whose manifest carries labels.
 """
 
 from __future__ import annotations
@@ -234,7 +234,8 @@ def _check(cfg: UtilityConfig, network: bool) -> None:
     needs = [c for c in cfg.compositions if COMPOSITIONS[c].uses_synthetic]
     if needs and cfg.synthetic is None:
         raise ConfigError(f"config key 'synthetic': compositions {', '.join(needs)} need synthetic data; give "
-                          "a run folder or sampled folder per class (synthetic: {CLASS: PATH, ...})")
+                          "a run folder or sampled folder per class (synthetic: {CLASS: PATH, ...}), or one "
+                          "conditional run folder or labelled sampled folder (synthetic: PATH)")
     if "synthetic-infinite" in cfg.compositions and not network:
         raise ConfigError(f"composition 'synthetic-infinite' needs a network classifier, not {cfg.classifier.name!r}")
     t = cfg.train

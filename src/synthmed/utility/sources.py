@@ -2,8 +2,10 @@
 
 A class's source is a run folder (images generated on the fly by :func:`synthmed.generate.sample.
 generate_batch`, one seed per image) or a folder written by ``synthmed sample`` (a fixed pool).  A
-single labelled sampled folder may serve every class.  Images are addressed by (fold, purpose,
-index):
+single labelled sampled folder, or a single conditional run folder (``model.conditioning`` ac,
+projection, frozen-classifier or cvae; class ``c`` is generated with label ``c``), may serve every
+class; several classes of a mapping may also name the same conditional run folder (loaded once).
+Images are addressed by (fold, purpose, index):
 
 * run folders: image ``i`` of purpose ``p`` in fold ``k`` for class ``c`` comes from seed
   ``seed * 10**9 + k * 10**8 + p * 2 * 10**7 + c * 10**6 + i``, so every fold, purpose and class
@@ -25,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from synthmed.data.prepared import PreparedDataset
-from synthmed.errors import ConfigError, DataError
+from synthmed.errors import ConfigError, DataError, SynthmedError
 from synthmed.evaluate.synthetic import is_run_folder, load_sampled_folder
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,8 @@ class ClassSource:
     kind: str
     provenance: dict[str, Any]
     run: Any = None
+    #: for a conditional run folder: the class index given to the generator (``generate_batch`` labels)
+    cond_label: int | None = None
     pool: np.ndarray | None = None
     batch_size: int = 8
     seed: int = 0
@@ -95,7 +100,11 @@ class ClassSource:
     def _generate(self, seeds: list[int]) -> np.ndarray:
         from synthmed.generate.sample import generate_batch
 
-        parts = [generate_batch(self.run, seeds[i:i + self.batch_size]) for i in range(0, len(seeds), self.batch_size)]
+        parts = []
+        for i in range(0, len(seeds), self.batch_size):
+            batch = seeds[i:i + self.batch_size]
+            labels = None if self.cond_label is None else torch.full((len(batch),), self.cond_label, dtype=torch.long)
+            parts.append(generate_batch(self.run, batch, labels))
         return np.concatenate(parts).astype(np.float32, copy=False)
 
     @property
@@ -121,24 +130,87 @@ class ClassSource:
         return self.pool[idx]
 
 
-def _run_source(path: Path, label: int, ds: PreparedDataset, device: str, batch_size: int, seed: int) -> ClassSource:
+def _load_run(path: Path, ds: PreparedDataset, device: str, runs: dict[Path, Any]) -> Any:
+    """The run at ``path``, loaded once per :func:`open_sources` call (``runs`` caches by resolved path)."""
     from synthmed.generate.sample import load_run
 
-    run = load_run(path, device=device)
+    key = path.resolve()
+    if key not in runs:
+        run = load_run(path, device=device)
+        if tuple(run.data["shape"]) != tuple(ds.shape):
+            raise DataError(f"{path}: the run makes images of shape {tuple(run.data['shape'])}, the real data {ds.root} "
+                            f"has {tuple(ds.shape)}; train on the same prepared size")
+        runs[key] = run
+    return runs[key]
+
+
+def _run_provenance(path: Path, run: Any) -> dict[str, Any]:
     data = run.data
-    if tuple(data["shape"]) != tuple(ds.shape):
-        raise DataError(f"{path}: the run makes images of shape {tuple(data['shape'])}, the real data {ds.root} "
-                        f"has {tuple(ds.shape)}; train on the same prepared size")
+    return {"source": str(path.resolve()), "kind": "run folder (generated on the fly)", "model": run.cfg.model.name,
+            "checkpoint_sha256": run.checkpoint_sha256, "step": run.step, "trained_on_class": data.get("label", ""),
+            "trained_on": data.get("path"), "train_subject_ids": data.get("train_subject_ids"),
+            "conditioning": run.conditioning["method"]}
+
+
+def _class_names(ds: PreparedDataset) -> list[str]:
+    return ds.classes or [str(v) for v in sorted(set((ds.labels if ds.labels is not None else []).tolist()))]
+
+
+def _conditional_label(path: Path, run: Any, label: int, ds: PreparedDataset) -> int:
+    """The generator's class index for the real class ``label`` (always ``label``; checked).
+
+    The class name is resolved as ``synthmed sample --label NAME`` resolves it
+    (:func:`synthmed.generate.sample.resolve_label_request`); the run's class of that name must have the
+    real data's index.
+
+    Raises:
+        ConfigError: a multi-label run, or a run whose classes do not match the real data's.
+    """
+    from synthmed.generate.sample import resolve_label_request
+
+    cond = run.conditioning
+    real = _class_names(ds)
+    names = [str(c) for c in cond.get("class_names") or []]
+    if cond.get("multi_label"):
+        raise ConfigError(f"synthetic source {path} is a multi-label conditional run (findings: {', '.join(names)}); "
+                          "the utility protocol needs one class per image: give a single-label conditional run, one "
+                          "run folder per class, or sampled folders")
+    name = ds.classes[label] if label < len(ds.classes) else str(label)
+    try:
+        _, req = resolve_label_request(run, 1, [name], None)
+        idx = int(req[0]) if req is not None else -1
+    except SynthmedError:
+        idx = -1
+    if idx != label or (names and (idx >= len(names) or names[idx] != name)):
+        run_classes = names or [str(v) for v in range(int(cond.get("num_classes") or 0))]
+        raise ConfigError(
+            f"synthetic source {path}: the conditional run's classes [{', '.join(run_classes)}] do not match the real "
+            f"data {ds.root}'s classes [{', '.join(real)}]; expected the run's class {label} to be {name!r} (the run "
+            "must contain the real data's class names with the same indices); train the run on this prepared dataset")
+    return idx
+
+
+def _conditional_source(path: Path, run: Any, label: int, ds: PreparedDataset, batch_size: int,
+                        seed: int) -> ClassSource:
+    idx = _conditional_label(path, run, label, ds)
+    names = [str(c) for c in run.conditioning.get("class_names") or []]
+    prov = {**_run_provenance(path, run), "label": idx, "label_name": names[idx] if idx < len(names) else str(idx)}
+    return ClassSource(label, path, "run", prov, run=run, cond_label=idx, batch_size=batch_size, seed=seed)
+
+
+def _run_source(path: Path, label: int, ds: PreparedDataset, device: str, batch_size: int, seed: int,
+                runs: dict[Path, Any] | None = None) -> ClassSource:
+    run = _load_run(path, ds, device, {} if runs is None else runs)
+    if run.conditional:
+        return _conditional_source(path, run, label, ds, batch_size, seed)
+    data = run.data
     trained_label = data.get("label", "")
     if trained_label not in ("", None) and ds.label_index(trained_label) != label:
         raise ConfigError(f"synthetic source {path} was trained on class {trained_label!r}, but is given for class "
                           f"{ds.classes[label] if label < len(ds.classes) else label!r}")
     if trained_label in ("", None):
         log.warning("%s was trained on every class (no train.label); it is used for class %s", path, label)
-    prov = {"source": str(path.resolve()), "kind": "run folder (generated on the fly)", "model": run.cfg.model.name,
-            "checkpoint_sha256": run.checkpoint_sha256, "step": run.step, "trained_on_class": trained_label,
-            "trained_on": data.get("path"), "train_subject_ids": data.get("train_subject_ids")}
-    return ClassSource(label, path, "run", prov, run=run, batch_size=batch_size, seed=seed)
+    return ClassSource(label, path, "run", _run_provenance(path, run), run=run, batch_size=batch_size, seed=seed)
 
 
 def _pool_sources(path: Path, labels: list[int] | None, ds: PreparedDataset, seed: int) -> dict[int, ClassSource]:
@@ -165,21 +237,31 @@ def open_sources(spec: dict[str, str] | str, ds: PreparedDataset, device: str = 
     """The synthetic source of every class of ``ds`` from the config's ``synthetic`` entry.
 
     Raises:
-        ConfigError: for unknown or missing classes, a single run folder (needs a conditional
-            model), or a source trained on another class.
+        ConfigError: for unknown or missing classes, a single unconditional run folder, a source trained
+            on another class, or a conditional run whose classes differ from the real data's.
         DataError: for missing folders or images of the wrong shape.
     """
-    classes = ds.classes or [str(v) for v in sorted(set((ds.labels if ds.labels is not None else []).tolist()))]
+    classes = _class_names(ds)
     out: dict[int, ClassSource] = {}
+    runs: dict[Path, Any] = {}  # each run folder is loaded once, shared by its classes
     if isinstance(spec, str):
         path = Path(spec)
         if not path.is_dir():
             raise DataError(f"{path}: synthetic folder or run folder does not exist")
         if is_run_folder(path):
-            raise ConfigError(f"synthetic: {path} is a single run folder; an unconditional model makes one class. "
-                              "Give one run folder per class (synthetic: {CLASS: RUN, ...}); conditional models "
-                              "are not available yet")
-        out = _pool_sources(path, None, ds, seed)
+            run = _load_run(path, ds, device, runs)
+            if not run.conditional:
+                raise ConfigError(
+                    f"synthetic: {path} is a single run folder of an unconditional model (model.conditioning="
+                    f"{run.conditioning['method']!r}), which makes one class only. Give one run folder per class "
+                    "(synthetic: {CLASS: RUN, ...}), or a conditional run (trained with --set model.conditioning=ac, "
+                    "projection, frozen-classifier or cvae)")
+            if ds.labels is None:
+                raise ConfigError(f"synthetic: {path} is a conditional run, but the real data {ds.root} has no labels")
+            for c in sorted(set(ds.labels.tolist())):
+                out[int(c)] = _conditional_source(path, run, int(c), ds, batch_size, seed)
+        else:
+            out = _pool_sources(path, None, ds, seed)
     else:
         for name, p in spec.items():
             try:
@@ -191,7 +273,7 @@ def open_sources(spec: dict[str, str] | str, ds: PreparedDataset, device: str = 
             if not path.is_dir():
                 raise DataError(f"{path} (synthetic.{name}): synthetic folder or run folder does not exist")
             if is_run_folder(path):
-                out[label] = _run_source(path, label, ds, device, batch_size, seed)
+                out[label] = _run_source(path, label, ds, device, batch_size, seed, runs)
             else:
                 out.update(_pool_sources(path, [label], ds, seed))
     assert ds.labels is not None
