@@ -21,6 +21,10 @@ def tiny_raw(prep: Path, **sections: Any) -> dict[str, Any]:
                        "set": {"train.iterations": 2, "train.n_preview": 1, "train.batch_size": 2}},
         "evaluation": {"n_sets": 3, "extractor_iterations": 5, "image_metrics": False, "privacy": False,
                        "embeddings": ["pca"], "ssim_queries": 0},
+        # stage (d): the per-class candidate runs against one conditional model; the conditional model is
+        # forced so that the utility stage and the sweeps always exercise it
+        "conditioning": {"methods": ["per-class", "frozen-classifier"], "winner": "frozen-classifier",
+                         "set": {"model.classifier_iterations": 2}},
         "utility": {"compositions": ["real", "synthetic-small"], "folds": 3, "run_folds": [0],
                     "classifier": {"name": "diagnosis-cnn", "channels": [2, 4], "hidden": [8]},
                     "train": {"lr": 1e-3, "max_epochs": 1, "batch_size": 6, "threads": 1},

@@ -30,6 +30,7 @@ def test_protocol_end_to_end_and_resume(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(args) == 0
     assert "protocol report written to" in capsys.readouterr().out
     for name in ("report.html", "metrics.json", "ranking.csv", "ranking_tests.csv", "sweeps.csv", "sweep_tests.csv",
+                 "conditioning.csv", "conditioning_tests.csv", "figures/conditioning_fid.png",
                  "config.yaml", "utility/report.html", "figures/ranking_fid.png", "figures/sweeps.png"):
         assert (out / name).is_file(), name
     res = json.loads((out / "metrics.json").read_text(encoding="utf-8"))["results"]
@@ -66,18 +67,49 @@ def test_protocol_end_to_end_and_resume(tmp_path: Path, capsys: pytest.CaptureFi
     assert res["ranking"]["tests"]["fid"]["anova"]["df_between"] == 3
     assert res["ranking"]["tests"]["fid"]["anova"]["df_within"] == 4 * 3 - 4
 
-    # (d) the utility protocol used the winner's per-class runs; Delta_syn and the AUC gap follow their definitions
+    # (d) conditioning: per-class reuses the winner's candidate runs; frozen-classifier is one conditional run on
+    # every class, sampled with each class's label into labelled sets in the real class proportion
+    cond = res["conditioning"]
+    winner_runs = res["candidates"][res["ranking"]["winner"]]["runs"]
+    assert cond["candidate"] == res["ranking"]["winner"]
+    assert cond["methods"]["per-class"]["runs"] == winner_runs and cond["methods"]["per-class"]["reused_candidate_runs"]
+    fc_runs = cond["methods"]["frozen-classifier"]["runs"]
+    assert set(fc_runs) == set(ds.classes) and len(set(fc_runs.values())) == 1
+    fc = Path(next(iter(fc_runs.values())))
+    assert json.loads((fc / "data.json").read_text(encoding="utf-8"))["conditioning"]["method"] == "frozen-classifier"
+    with open(out / "conditioning" / "pools" / "frozen-classifier" / "manifest.csv", newline="", encoding="utf-8") as f:
+        crows = list(csv.DictReader(f))
+    assert len(crows) == 3 * len(ds) and {r["run"] for r in crows} == {str(fc)}
+    assert np.bincount([int(r["label"]) for r in crows if r["set"] == "0"]).tolist() == np.bincount(ds.labels).tolist()
+    # ranked by the FID averaged over classes per synthetic set, taken from each method's own evaluation report
+    rk = cond["ranking"]
+    assert rk["basis"] == "per-class" and rk["winner"] == "frozen-classifier" and rk["forced"]
+    for method in ("per-class", "frozen-classifier"):
+        ev = json.loads((out / "conditioning" / "evaluation" / method / "metrics.json").read_text(encoding="utf-8"))
+        per_class = ev["results"]["sources"][method]["per_class_feature_metrics"]
+        assert set(per_class) == set(ds.classes)
+        fids = [next(r for r in rows if r["metric"] == "fid")["per_set"] for rows in per_class.values()]
+        assert rk["means"][method] == pytest.approx(float(np.mean(np.mean(fids, axis=0))))
+    two_way = {t["term"]: t for t in rk["tests"]["fid"]["two_way_anova"]}
+    assert two_way["method"]["df"] == 1 and two_way["class"]["df"] == 1 and two_way["residual"]["df"] == 2 * 2 * 3 - 4
+    ctests = list(csv.DictReader(open(out / "conditioning_tests.csv", encoding="utf-8")))
+    assert {r["term_or_a"] for r in ctests if r["test"] == "two_way_anova"} == {"method", "class", "method:class"}
+
+    # (e) the utility protocol used the chosen method's conditional run for every class; Delta_syn and the AUC
+    # gap follow their definitions
     util = res["utility"]["results"]
-    assert util["config"]["synthetic"] == res["candidates"][res["ranking"]["winner"]]["runs"]
+    assert util["config"]["synthetic"] == fc_runs and res["utility"]["conditioning"] == "frozen-classifier"
     recs = {r["composition"]: r for r in util["records"]}
     syn = recs["synthetic-small"]
     assert syn["delta_syn"] == pytest.approx(syn["auc_synthetic_test"] - syn["metrics"]["auc"])
     gap = util["summary"]["auc_real_minus_auc"]["synthetic-small"]["mean"]
     assert gap == pytest.approx(recs["real"]["metrics"]["auc"] - syn["metrics"]["auc"])
 
-    # (e) every sweep point: generators saw exactly fold 0's training subjects of the derived dataset
+    # (f) every sweep point: one conditional generator that saw exactly fold 0's training subjects of the derived
+    # dataset
     assert len(res["sweeps"]["points"]) == 2 * 2 * 2
     for p in res["sweeps"]["points"]:
+        assert p["conditioning"] == "frozen-classifier" and len(set(p["runs"].values())) == 1
         root = out / "sweeps" / p["sweep"] / str(p["value"]) / f"seed{p['seed']}"
         part = json.loads((root / "utility" / "partition.json").read_text(encoding="utf-8"))
         seen = set()

@@ -121,3 +121,76 @@ def test_sweep_summary_over_seeds() -> None:
     mw = s["mann_whitney"]["synthetic-small"]
     assert (mw["first"], mw["last"]) == (3, 6)
     assert mw["gap"]["u"] == 4.0 and mw["gap"]["p_greater"] == pytest.approx(1 / 6)
+
+
+def _two_way_by_hand(y: np.ndarray) -> dict[str, tuple[float, int, float, float]]:
+    """Balanced two-factor ANOVA with interaction from the textbook sums of squares; ``y`` is
+    (levels of A, levels of B, replicates).  term -> (SS, df, F, p)."""
+    a, b, n = y.shape
+    grand = y.mean()
+    ma, mb, mab = y.mean(axis=(1, 2)), y.mean(axis=(0, 2)), y.mean(axis=2)
+    ss_a = b * n * ((ma - grand) ** 2).sum()
+    ss_b = a * n * ((mb - grand) ** 2).sum()
+    ss_ab = n * ((mab - ma[:, None] - mb[None, :] + grand) ** 2).sum()
+    ss_e = ((y - mab[:, :, None]) ** 2).sum()
+    df_e = a * b * (n - 1)
+    out = {}
+    for term, ss, df in (("method", ss_a, a - 1), ("class", ss_b, b - 1), ("method:class", ss_ab, (a - 1) * (b - 1))):
+        f = (ss / df) / (ss_e / df_e)
+        out[term] = (ss, df, f, float(stats.f.sf(f, df, df_e)))
+    out["residual"] = (ss_e, df_e, math.nan, math.nan)
+    return out
+
+
+def test_two_way_anova_matches_textbook_sums_of_squares() -> None:
+    from synthmed.utility.stats import two_way_anova
+
+    rng = np.random.default_rng(7)
+    # 3 methods x 2 classes x 10 sets: paper 000's F(2, 54) and F(1, 54)
+    y = rng.normal(0, 1, (3, 2, 10)) + np.array([0.0, 1.0, 0.3])[:, None, None] + np.array([0.0, 0.8])[None, :, None]
+    meth = [m for m in "ABC" for _ in range(20)]
+    cls = [c for _ in "ABC" for c in ("hc", "scz") for _ in range(10)]
+    got = {t.term: t for t in two_way_anova(y.reshape(-1), meth, cls, ("method", "class"))}
+    want = _two_way_by_hand(y)
+    assert got["method"].df == 2 and got["class"].df == 1 and got["residual"].df == 54
+    for term, (ss, df, f, p) in want.items():
+        assert got[term].sum_sq == pytest.approx(ss, rel=1e-9) and got[term].df == df
+        if term != "residual":
+            assert got[term].f == pytest.approx(f, rel=1e-9) and got[term].p == pytest.approx(p, rel=1e-7)
+    # one level of a factor, or no replicates: undefined, not an exception
+    assert all(math.isnan(t.f) for t in two_way_anova([1.0, 2.0, 3.0], ["A"] * 3, ["x", "y", "x"]))
+    assert all(math.isnan(t.f) for t in two_way_anova([1.0, 2.0, 3.0, 4.0], list("AABB"), list("xyxy")))
+
+
+def test_conditioning_methods_ranked_by_class_mean_per_set() -> None:
+    from synthmed.protocol.conditioning import rank_methods
+
+    rng = np.random.default_rng(11)
+    fid = {m: {c: rng.normal(mu + d, 1.0, 4) for c, d in (("hc", 0.0), ("scz", 2.0))}
+           for m, mu in (("per-class", 12.0), ("frozen-classifier", 9.0), ("projection", 10.0))}
+    ev = {m: {"feature_metrics": {"fid": {"per_set": (0.5 * (v["hc"] + v["scz"]) + 5).tolist()},
+                                  "precision": {"per_set": [0.5] * 4}},
+              "per_class_feature_metrics": {c: {"fid": {"per_set": x.tolist()}, "precision": {"per_set": [0.4] * 4}}
+                                            for c, x in v.items()},
+              "per_class_skipped": {}} for m, v in fid.items()}
+    cfg = _cfg()
+    cfg.conditioning.winner = ""  # tiny_raw forces one
+    res = rank_methods(ev, cfg)
+    assert not res["forced"]
+    mean = {m: float(np.mean(0.5 * (v["hc"] + v["scz"]))) for m, v in fid.items()}
+    assert res["basis"] == "per-class" and res["means"] == pytest.approx(mean)
+    assert res["order"] == sorted(mean, key=mean.get) and res["winner"] == res["order"][0]
+    f, p = _anova_by_hand([0.5 * (v["hc"] + v["scz"]) for v in fid.values()])
+    assert res["tests"]["fid"]["anova"]["f"] == pytest.approx(f, rel=1e-10)
+    want = _two_way_by_hand(np.array([[v["hc"], v["scz"]] for v in fid.values()]))
+    got = {t["term"]: t for t in res["tests"]["fid"]["two_way_anova"]}
+    assert got["class"]["f"] == pytest.approx(want["class"][2], rel=1e-9)
+    assert got["method"]["p"] == pytest.approx(want["method"][3], rel=1e-7)
+    # a method without per-class values: every method is ranked on the overall metric instead
+    del ev["projection"]["per_class_feature_metrics"]
+    res = rank_methods(ev, cfg)
+    assert res["basis"] == "overall"
+    assert res["means"]["per-class"] == pytest.approx(mean["per-class"] + 5)
+    assert "two_way_anova" not in res["tests"]["fid"]
+    cfg.conditioning.winner = "projection"
+    assert rank_methods(ev, cfg)["winner"] == "projection"

@@ -1,11 +1,12 @@
 """Stages (a)-(c) of the protocol: train the candidate architectures, evaluate them with the
 evaluation suite, rank them with statistics between architectures.
 
-Conditioning (``candidates.conditioning``): with ``per-class`` a candidate is one unconditional
-run per class (``train.label``), as paper 000 trained one GAN per class.  :func:`class_sources`
-turns a candidate's runs into what the later stages need (a ``synthetic`` mapping for the utility
-protocol and labelled synthetic sets for the evaluation); a conditional model plugs in there as
-one run sampled with labels.
+A candidate's runs (:func:`train_runs`) are a mapping class name -> run folder: with
+``candidates.conditioning: per-class`` one unconditional run per class (``train.label``); with
+``none`` one unconditional run on every class under the key :data:`ALL` (paper 000's basic
+architectures); the conditional runs of stage (d) (:mod:`synthmed.protocol.conditioning`) give
+the same run folder for every class, sampled with each class's label.  :func:`write_pool` and
+:func:`class_sources` take all three.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from synthmed.utility.stats import one_way_anova, pairwise_t_tests, t_interval
 log = logging.getLogger(__name__)
 
 FINISHED = ("finished", "stopped_early")
+#: the key of an unconditional run on every class in a runs mapping (class names are never empty)
+ALL = ""
 
 
 def run_status(run_dir: Path) -> str | None:
@@ -83,9 +86,29 @@ def train_per_class(candidate: Candidate, ds: PreparedDataset, runs_dir: Path, p
     return out
 
 
-def class_sources(cfg: ProtocolConfig, runs: dict[str, str]) -> dict[str, str]:
-    """The utility protocol's ``synthetic`` entry of a candidate (class name -> run folder)."""
-    assert cfg.candidates.conditioning == "per-class"
+def train_runs(candidate: Candidate, method: str, ds: PreparedDataset, runs_dir: Path, progress: bool,
+               seed: int | None = None, extra: dict[str, Any] | None = None,
+               say: Callable[[str], None] = lambda s: None) -> dict[str, str]:
+    """The runs of ``candidate`` with conditioning ``method``: ``per-class`` one run per class
+    (:func:`train_per_class`); ``none`` one unconditional run on every class (``{ALL: run}``); a
+    conditional method one run on every class, given for every class (class name -> the same run
+    folder), which the pool writer and the utility protocol sample with each class's label."""
+    if method == "per-class":
+        return train_per_class(candidate, ds, runs_dir, progress, seed, extra, say)
+    run_dir = runs_dir / "run"
+    say(f"train {candidate.name}, {method} on every class -> {run_dir}")
+    ensure_run(candidate.run_config("", seed, extra, conditioning=method), ds.root, run_dir, progress)
+    if method == "none":
+        return {ALL: str(run_dir)}
+    return {name: str(run_dir) for name in ds.classes}
+
+
+def class_sources(runs: dict[str, str]) -> dict[str, str]:
+    """The utility protocol's ``synthetic`` entry (class name -> run folder) of per-class or
+    conditional runs (:func:`train_runs`)."""
+    if ALL in runs:
+        raise SynthmedError("an unconditional model trained on every class cannot give synthetic images of one "
+                            "class; use per-class or conditional runs")
     return dict(runs)
 
 
@@ -100,42 +123,64 @@ def real_rows(ds: PreparedDataset, cfg: ProtocolConfig) -> np.ndarray:
 
 def write_pool(ds: PreparedDataset, runs: dict[str, str], counts: dict[int, int], n_sets: int, out: Path,
                seed: int, device: str, batch_size: int = 8) -> Path:
-    """``n_sets`` labelled synthetic sets into one sampled folder (as ``synthmed sample`` writes it):
-    set ``k`` is rows ``k*N .. (k+1)*N-1`` and holds ``counts[c]`` images of every class ``c``, image
-    ``j`` of class ``c`` from seed ``seed + c * 10**6 + j`` of that class's run.  Atomic (temporary
-    folder renamed)."""
+    """``n_sets`` synthetic sets into one sampled folder (as ``synthmed sample`` writes it): set ``k``
+    is rows ``k*N .. (k+1)*N-1``.
+
+    ``runs`` (from :func:`train_runs`): per class, a run trained on that class or a conditional run
+    (sampled with the class's label); set ``k`` then holds ``counts[c]`` images of every class
+    ``c``, image ``j`` of class ``c`` from seed ``seed + c * 10**6 + k * counts[c] + j``, and the
+    manifest is labelled.  ``{ALL: run}`` (an unconditional run on every class): each set holds
+    ``sum(counts)`` unlabelled images, image ``j`` of set ``k`` from seed ``seed + k * N + j``.
+    Atomic (temporary folder renamed).
+    """
+    import torch
+
     from synthmed.generate.sample import generate_batch, load_run
     from synthmed.generate.writers import write_nifti, write_png
 
-    loaded = {c: load_run(runs[ds.classes[c]], device=device) for c in counts}
+    labelled = ALL not in runs
+    loaded = {p: load_run(p, device=device) for p in dict.fromkeys(runs.values())}
+    plan = [(c, runs[ds.classes[c]], n) for c, n in counts.items()] if labelled else [
+        (None, runs[ALL], int(sum(counts.values())))]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         rows, is3d = [], ds.spatial_dims == 3
         affine = ds.affine
         for k in range(n_sets):
-            for c, n in counts.items():
-                seeds = [seed + c * 10**6 + k * n + j for j in range(n)]
+            for c, path, n in plan:
+                run, base = loaded[path], seed + (c or 0) * 10**6
+                seeds = [base + k * n + j for j in range(n)]
                 for i in range(0, n, batch_size):
-                    imgs = generate_batch(loaded[c], seeds[i:i + batch_size])
-                    for s, img in zip(seeds[i:i + batch_size], imgs, strict=True):
-                        name = f"set{k:02d}_c{c}_{s - seed - c * 10**6:06d}" + (".nii.gz" if is3d else ".png")
+                    chunk = seeds[i:i + batch_size]
+                    labels = torch.full((len(chunk),), c, dtype=torch.long) if run.conditional else None
+                    imgs = generate_batch(run, chunk, labels)
+                    for s, img in zip(chunk, imgs, strict=True):
+                        name = f"set{k:02d}_c{'all' if c is None else c}_{s - base:06d}" + (
+                            ".nii.gz" if is3d else ".png")
                         if is3d:
                             write_nifti(img[0], affine, tmp / name)
                         else:
                             write_png(img[0], tmp / name)
-                        rows.append({"file": name, "label": c, "label_name": ds.classes[c], "seed": s, "set": k,
-                                     "run": runs[ds.classes[c]], "checkpoint_sha256": loaded[c].checkpoint_sha256})
+                        row = {"file": name, "seed": s, "set": k, "run": path,
+                               "checkpoint_sha256": run.checkpoint_sha256}
+                        if c is not None:
+                            row = {"file": name, "label": c, "label_name": ds.classes[c], **row}
+                        rows.append(row)
         with open(tmp / "manifest.csv", "w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
             w.writeheader()
             w.writerows(rows)
-        first = loaded[next(iter(counts))]
+        first = loaded[plan[0][1]]
+        by_class = {ds.classes[c]: runs[ds.classes[c]] for c in counts} if labelled else {"all classes": runs[ALL]}
         write_json_atomic(tmp / "sample.json", {
-            "model": first.cfg.model.name, "checkpoint_sha256": None, "n": len(rows), "n_sets": n_sets,
-            "set_size": int(sum(counts.values())), "per_class": {ds.classes[c]: n for c, n in counts.items()},
-            "runs": {ds.classes[c]: {"run": runs[ds.classes[c]], "checkpoint_sha256": r.checkpoint_sha256,
-                                     "step": r.step} for c, r in loaded.items()},
+            "model": first.cfg.model.name, "conditioning": first.conditioning["method"] if first.conditional else (
+                "per-class" if labelled else "none"),
+            "checkpoint_sha256": first.checkpoint_sha256 if len(loaded) == 1 else None, "n": len(rows),
+            "n_sets": n_sets, "set_size": int(sum(counts.values())),
+            "per_class": {ds.classes[c]: n for c, n in counts.items()} if labelled else None,
+            "runs": {k: {"run": p, "checkpoint_sha256": loaded[p].checkpoint_sha256, "step": loaded[p].step}
+                     for k, p in by_class.items()},
             "trained_on": ds.meta.get("derived_from", {}).get("path") or str(ds.root.resolve())})
         if out.exists():
             shutil.rmtree(out)
@@ -162,9 +207,14 @@ def evaluate_candidate(ds: PreparedDataset, pool: Path, name: str, out: Path, cf
     html = evaluate(ds.root, pool, out, opts, names=[name])
     results = json.loads((out / "metrics.json").read_text(encoding="utf-8"))["results"]
     src = results["sources"][name]
-    return {"report": str(html), "feature_space": results["feature_space"],
-            "feature_metrics": {r["metric"]: r for r in src["feature_metrics"]}, "set_sizes": src["set_sizes"],
-            "timing": results.get("timing", {})}
+    out = {"report": str(html), "feature_space": results["feature_space"],
+           "feature_metrics": {r["metric"]: r for r in src["feature_metrics"]}, "set_sizes": src["set_sizes"],
+           "timing": results.get("timing", {})}
+    if "per_class_feature_metrics" in src:  # labelled sets: every metric per class too
+        out["per_class_feature_metrics"] = {c: {r["metric"]: r for r in rows}
+                                            for c, rows in src["per_class_feature_metrics"].items()}
+        out["per_class_skipped"] = src.get("per_class_skipped") or {}
+    return out
 
 
 def rank_candidates(evaluations: dict[str, dict[str, Any]], cfg: ProtocolConfig) -> dict[str, Any]:

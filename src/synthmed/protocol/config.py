@@ -11,12 +11,14 @@ overrides single keys; unknown keys and wrong types are errors that name the key
     candidates:
       models: [alpha_sngan, sngan]      # shipped run configs, YAML paths, or {config: ..., name: ..., set: {...}}
       diffaugment: [false, true]        # every model with and without DiffAugment
-      conditioning: per-class           # one unconditional model per class (train.label)
+      conditioning: none                # one unconditional model on every class (or per-class)
       set: {train.iterations: 12000}    # overrides for every candidate run
     evaluation:
       n_sets: 10                        # synthetic sets the size of the real set per candidate (paper 000)
     ranking:
       metric: fid                       # the winner has the best mean of this metric
+    conditioning:
+      methods: [per-class, frozen-classifier, projection]   # the winner extended per method (paper 000)
     utility: {...}                      # a `synthmed utility` config without data/synthetic
     sweeps:
       seeds: [0, 1, 2, 3]
@@ -46,12 +48,15 @@ from synthmed.config import (
 )
 from synthmed.errors import ConfigError
 
-SECTIONS = ("data", "candidates", "evaluation", "ranking", "utility", "sweeps", "stages", "device", "seed")
-STAGES = ("candidates", "evaluation", "utility", "sweeps")
-#: conditioning strategies a candidate may use; "per-class" is available now.  A conditional model
-#: (one model for every class, sampled with labels) plugs in as another value once model families
-#: support it: :func:`synthmed.protocol.candidates.class_sources` is the one place to extend.
-CONDITIONING = ("per-class",)
+SECTIONS = ("data", "candidates", "evaluation", "ranking", "conditioning", "utility", "sweeps", "stages",
+            "device", "seed")
+STAGES = ("candidates", "evaluation", "conditioning", "utility", "sweeps")
+#: how the candidates are trained: ``none`` one unconditional model on every class (paper 000's basic
+#: architectures), ``per-class`` one unconditional model per class (``train.label``).
+CANDIDATE_CONDITIONING = ("none", "per-class")
+#: the conditioning methods the winner can be extended with (stage (d), paper 000): ``per-class`` (one
+#: GAN per class), and the conditional models of ``model.conditioning`` (one model, sampled with labels).
+CONDITIONING_METHODS = ("per-class", "frozen-classifier", "ac", "projection", "cvae")
 FEATURE_METRICS = ("fid", "kid", "mmd_rbf", "mmd_linear", "precision", "recall", "density", "coverage")
 LOWER_IS_BETTER = ("fid", "kid", "mmd_rbf", "mmd_linear")
 
@@ -90,7 +95,9 @@ class CandidatesSection:
             ``{config, name, set}`` with per-model overrides.
         diffaugment: train every model with each of these ``augment.enabled`` values
             (paper 000: with and without DiffAugment).
-        conditioning: ``per-class``: one unconditional model per class (``train.label``).
+        conditioning: ``per-class``: one unconditional model per class (``train.label``);
+            ``none``: one unconditional model trained on every class (paper 000's "basic
+            architectures", compared before class conditioning is added in stage (d)).
         set: dotted overrides for every candidate run (e.g. ``train.iterations: 12000``).
         subset: rows of the prepared split the generators train on (``trainval`` keeps the
             prepared test set unseen for the privacy analysis).
@@ -101,6 +108,37 @@ class CandidatesSection:
     conditioning: str = "per-class"
     set: Any = field(default_factory=dict)
     subset: str = "trainval"
+
+
+@dataclass
+class ConditioningSection:
+    """Stage (d): the winning architecture extended with each conditioning method (paper 000,
+    "Architectures for conditional image synthetization" and Fig. 4).
+
+    Every method is trained on every class, sampled into ``evaluation.n_sets`` labelled sets the
+    size of the real set, and evaluated per class (each class's synthetic images against that
+    class's real images); the methods are ranked by ``ranking.metric`` averaged over classes, with
+    a two-way ANOVA (method x class, as paper 000's F(2, 54) and F(1, 54)), a one-way ANOVA of the
+    class means and Bonferroni-corrected t-tests between methods.  The best method's runs feed the
+    utility protocol and the sweeps.
+
+    Attributes:
+        methods: ``per-class`` (one GAN per class; reuses the winner's candidate runs when
+            ``candidates.conditioning`` is ``per-class``), ``frozen-classifier`` (paper 000's
+            auxiliary classifier: a separate classifier trained on real data, then frozen),
+            ``ac`` (auxiliary-classifier discriminator head), ``projection`` (projection
+            discriminator), ``cvae`` (VAEs).  Paper 000: per-class, frozen-classifier, projection.
+            Empty: no stage (d); the utility stage then uses the winner's candidate runs, which
+            needs ``candidates.conditioning: per-class``.
+        set: dotted overrides for the conditional runs (not the per-class ones), e.g.
+            ``model.classifier_iterations`` or ``train.iterations`` (one model learns every class);
+            the sweeps apply them too, before ``sweeps.generator_set``.
+        winner: force this method (empty: the best by ``ranking.metric``).
+    """
+
+    methods: list[str] = field(default_factory=lambda: ["per-class", "frozen-classifier", "projection"])
+    set: Any = field(default_factory=dict)
+    winner: str = ""
 
 
 @dataclass
@@ -160,10 +198,11 @@ class RankingSection:
 
 @dataclass
 class SweepsSection:
-    """Stage (e): paper 004's benchmark sweeps with the winning architecture.
+    """Stage (f): paper 004's benchmark sweeps with the winning architecture.
 
     Each point of a sweep derives a dataset from the real cohort, partitions it (stratified
-    ``folds``-fold, fold 0: 60/20/20), trains one generator per class on fold 0's training
+    ``folds``-fold, fold 0: 60/20/20), trains the generators (one per class, or one conditional
+    model with the method stage (d) chose) on fold 0's training
     subjects only, and runs the utility protocol's ``compositions`` on fold 0 (classifier trained
     on real vs on synthetic images, both tested on fold 0's real test subjects), giving
     AUC_real, AUC_syn, AUC_real - AUC_syn and Delta_syn.  Every point is repeated for each seed
@@ -218,6 +257,7 @@ class ProtocolConfig:
     candidates: CandidatesSection = field(default_factory=CandidatesSection)
     evaluation: EvaluationSection = field(default_factory=EvaluationSection)
     ranking: RankingSection = field(default_factory=RankingSection)
+    conditioning: ConditioningSection = field(default_factory=ConditioningSection)
     utility: Any = field(default_factory=dict)
     sweeps: SweepsSection = field(default_factory=SweepsSection)
     stages: list[str] = field(default_factory=lambda: list(STAGES))
@@ -226,6 +266,10 @@ class ProtocolConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(self)
+
+    def conditioning_active(self) -> bool:
+        """Whether stage (d) runs (listed in ``stages`` with at least one method)."""
+        return "conditioning" in self.stages and bool(self.conditioning.methods)
 
     def candidate_specs(self) -> list[CandidateSpec]:
         return [_spec(m, i) for i, m in enumerate(self.candidates.models)]
@@ -257,10 +301,17 @@ class Candidate:
     source: str
     diffaugment: bool
 
-    def run_config(self, label: str, seed: int | None = None, extra: dict[str, Any] | None = None) -> RunConfig:
-        """The config of the run of one class (``train.label``), optionally with another seed and overrides."""
+    def run_config(self, label: str, seed: int | None = None, extra: dict[str, Any] | None = None,
+                   conditioning: str | None = None) -> RunConfig:
+        """The config of one run, optionally with another seed and overrides: of one class
+        (``train.label``) when ``label`` is given, else on every class with ``model.conditioning``
+        set to ``conditioning`` (``none``: unconditional; a conditional method: one model for
+        every class, sampled with labels)."""
         raw = copy.deepcopy(self.cfg.to_dict())
         raw["train"]["label"] = label
+        if not label and "conditioning" in raw["model"]:
+            raw["model"]["conditioning"] = conditioning or "none"
+            raw["model"]["num_classes"] = 0  # from the data
         if seed is not None:
             raw["train"]["seed"] = seed
         from synthmed.config import build_config
@@ -367,7 +418,8 @@ def build_protocol_config(data: dict[str, Any], overrides: list[str] | tuple[str
 
 def _mappings(cfg: ProtocolConfig) -> None:
     """The free-form sections (overrides, the utility config) must be mappings (None: empty)."""
-    items = [("candidates.set", cfg.candidates, "set"), ("utility", cfg, "utility"),
+    items = [("candidates.set", cfg.candidates, "set"), ("conditioning.set", cfg.conditioning, "set"),
+             ("utility", cfg, "utility"),
              ("sweeps.generator_set", cfg.sweeps, "generator_set"), ("sweeps.utility", cfg.sweeps, "utility")]
     items += [(f"candidates.models[{i}].set", m, "set") for i, m in enumerate(cfg.candidate_specs())]
     for key, obj, attr in items:
@@ -393,21 +445,36 @@ def _check(cfg: ProtocolConfig) -> None:
     bad = [s for s in cfg.stages if s not in STAGES]
     if bad:
         raise ConfigError(f"config key 'stages': unknown stage {bad[0]!r}; expected any of: {', '.join(STAGES)}")
-    if ("utility" in cfg.stages or "sweeps" in cfg.stages) and not {"candidates", "evaluation"} <= set(cfg.stages):
-        raise ConfigError("config key 'stages': the utility and sweeps stages need the winner, so 'candidates' and "
-                          "'evaluation' must be listed too")
+    if ({"conditioning", "utility", "sweeps"} & set(cfg.stages)) and not {"candidates", "evaluation"} <= set(cfg.stages):
+        raise ConfigError("config key 'stages': the conditioning, utility and sweeps stages need the winner, so "
+                          "'candidates' and 'evaluation' must be listed too")
     c = cfg.candidates
     if not c.models:
         raise ConfigError("config key 'candidates.models': give at least one run config (e.g. alpha_sngan)")
     if not c.diffaugment or len(set(c.diffaugment)) != len(c.diffaugment):
         raise ConfigError("config key 'candidates.diffaugment': expected [false], [true] or [false, true]")
-    if c.conditioning not in CONDITIONING:
+    if c.conditioning not in CANDIDATE_CONDITIONING:
         raise ConfigError(f"config key 'candidates.conditioning': {c.conditioning!r} is not available; expected "
-                          f"{', '.join(CONDITIONING)} (one unconditional model per class; conditional models plug "
-                          "in here once a model family supports them)")
+                          "none (one unconditional model on every class) or per-class (one per class); conditional "
+                          "models are compared in stage (d), config key 'conditioning.methods'")
+    k = cfg.conditioning
+    for m in k.methods:
+        if m not in CONDITIONING_METHODS:
+            raise ConfigError(f"config key 'conditioning.methods': unknown method {m!r}; expected any of: "
+                              f"{', '.join(CONDITIONING_METHODS)}")
+    if len(set(k.methods)) != len(k.methods):
+        raise ConfigError(f"config key 'conditioning.methods': a method is listed twice: {k.methods}")
+    if k.winner and k.winner not in k.methods:
+        raise ConfigError(f"config key 'conditioning.winner': {k.winner!r} is not one of conditioning.methods "
+                          f"({', '.join(k.methods) or 'empty'})")
+    if not cfg.conditioning_active() and c.conditioning != "per-class" and ({"utility", "sweeps"} & set(cfg.stages)):
+        raise ConfigError("config key 'conditioning.methods': the utility and sweeps stages need synthetic images "
+                          "of every class; list conditioning methods (e.g. [per-class, frozen-classifier]) and the "
+                          "stage 'conditioning' in 'stages', or set candidates.conditioning: per-class")
     if c.subset not in ("all", "trainval"):
         raise ConfigError(f"config key 'candidates.subset': expected all or trainval, got {c.subset!r}")
-    for key, value in (("candidates.set", c.set), ("sweeps.generator_set", cfg.sweeps.generator_set)):
+    for key, value in (("candidates.set", c.set), ("sweeps.generator_set", cfg.sweeps.generator_set),
+                       ("conditioning.set", k.set)):
         for k in overrides_from_mapping(value):
             if k.split("=", 1)[0].split(".")[0] not in ("model", "train", "augment"):
                 raise ConfigError(f"config key '{key}': {k.split('=', 1)[0]!r} is not a run config key "

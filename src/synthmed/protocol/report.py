@@ -1,5 +1,6 @@
-"""Stage (f): the protocol's ``report.html`` (every stage, figures embedded), ``metrics.json`` and
-CSVs (``ranking.csv``, ``ranking_tests.csv``, ``sweeps.csv``, ``sweep_tests.csv``)."""
+"""Stage (g): the protocol's ``report.html`` (every stage, figures embedded), ``metrics.json`` and
+CSVs (``ranking.csv``, ``ranking_tests.csv``, ``conditioning.csv``, ``conditioning_tests.csv``,
+``sweeps.csv``, ``sweep_tests.csv``)."""
 
 from __future__ import annotations
 
@@ -76,6 +77,52 @@ def ranking_test_rows(results: dict[str, Any]) -> list[list[Any]]:
     return rows
 
 
+CONDITIONING_HEADER = ["method", "class", "metric", "value", "ci_low", "ci_high", "n_sets", "rank", "winner"]
+CONDITIONING_TESTS_HEADER = ["metric", "test", "term_or_a", "b", "statistic", "df", "p", "p_corrected",
+                             "significant"]
+
+
+def conditioning_rows(results: dict[str, Any]) -> list[list[Any]]:
+    """Stage (d) in long form: per method, class (``all`` = every class together) and metric."""
+    c = results.get("conditioning")
+    if not c:
+        return []
+    rk = c["ranking"]
+    rows = []
+    for i, method in enumerate(rk["order"]):
+        ev = c["methods"][method]
+        groups = {"all": ev["feature_metrics"], **(ev.get("per_class_feature_metrics") or {})}
+        for cls, fm in groups.items():
+            for m in _SHOWN:
+                r = fm.get(m)
+                if r is not None:
+                    rows.append([method, cls, m, r.get("value"), r.get("ci_low"), r.get("ci_high"), r.get("n_sets"),
+                                 i + 1, method == rk["winner"]])
+    return rows
+
+
+def conditioning_test_rows(results: dict[str, Any]) -> list[list[Any]]:
+    c = results.get("conditioning")
+    if not c:
+        return []
+    alpha = results["config"]["ranking"]["alpha"]
+    rows = []
+    for m, t in c["ranking"]["tests"].items():
+        for term in t.get("two_way_anova", []):
+            if term["term"] != "residual":
+                res = next(x for x in t["two_way_anova"] if x["term"] == "residual")
+                rows.append([m, "two_way_anova", term["term"], "", term["f"], f"{term['df']:g},{res['df']:g}",
+                             term["p"], term["p"], None if term["p"] != term["p"] else term["p"] < alpha])
+        a = t["anova"]
+        rows.append([m, "one_way_anova_class_mean", " vs ".join(a["groups"]), "", a["f"],
+                     f"{a['df_between']},{a['df_within']}", a["p"], a["p"],
+                     None if a["p"] is None or a["p"] != a["p"] else a["p"] < alpha])
+        for x in t["t_tests_bonferroni"]:
+            rows.append([m, "t_test_bonferroni_class_mean", x["a"], x["b"], x["statistic"], x["df"], x["p"],
+                         x["p_corrected"], x["significant"]])
+    return rows
+
+
 def sweep_rows(results: dict[str, Any]) -> list[list[Any]]:
     rows = []
     for sweep, s in results.get("sweeps", {}).get("summary", {}).items():
@@ -101,6 +148,10 @@ def write_csvs(results: dict[str, Any], out: Path) -> None:
     write_text_atomic(out / "ranking.csv", _csv(rows, header))
     write_text_atomic(out / "ranking_tests.csv", _csv(ranking_test_rows(results), [
         "metric", "test", "a", "b", "statistic", "df", "p", "p_corrected", "significant"]))
+    if "conditioning" in results:
+        write_text_atomic(out / "conditioning.csv", _csv(conditioning_rows(results), CONDITIONING_HEADER))
+        write_text_atomic(out / "conditioning_tests.csv", _csv(conditioning_test_rows(results),
+                                                                CONDITIONING_TESTS_HEADER))
     if "sweeps" in results:
         write_text_atomic(out / "sweeps.csv", _csv(sweep_rows(results), [
             "sweep", "value", "composition", "seeds", "auc_real_mean", "auc_real_sd", "auc_syn_mean", "auc_syn_sd",
@@ -125,7 +176,7 @@ def _candidates(results: dict[str, Any], out: Path) -> list[Any]:
     rows = [[n, c["model"], c["diffaugment"], c["conditioning"], c["iterations"],
              ", ".join(f"{k}: {_rel(v, out)}" for k, v in c["runs"].items()), c.get("seconds")]
             for n, c in results["candidates"].items()]
-    return [Table(["candidate", "model", "DiffAugment", "conditioning", "iterations", "runs (one per class)",
+    return [Table(["candidate", "model", "DiffAugment", "conditioning", "iterations", "runs",
                    "seconds"], rows, caption="Stage (a): every candidate architecture, with and without DiffAugment; "
                                              "seconds 0-ish: reused from an earlier (resumed) run")]
 
@@ -181,6 +232,84 @@ def _ranking(results: dict[str, Any]) -> list[Any]:
     ]
 
 
+def conditioning_figure(results: dict[str, Any], path: Path) -> Path:
+    """The ranking metric per conditioning method and class, mean with 95% CI over the synthetic
+    sets (paper 000 Fig. 4)."""
+    import numpy as np
+
+    from synthmed.report.figures import _new_figure, _save_figure
+
+    rk = results["conditioning"]["ranking"]
+    t = rk["tests"][rk["metric"]]
+    methods = rk["order"]
+    per = t.get("per_class_intervals") or {m: {"all classes": t["intervals"][m]} for m in methods}
+    classes = list(next(iter(per.values())))
+    fig = _new_figure(max(4.0, 1.4 * len(methods) + 1.5), 3.4)
+    ax = fig.subplots()
+    x = np.arange(len(methods))
+    width = 0.8 / max(1, len(classes))
+    for j, cls in enumerate(classes):
+        iv = [per[m][cls] for m in methods]
+        mean = np.array([_num(d["mean"]) for d in iv])
+        err = np.array([[_num(d["mean"]) - _num(d["low"]) for d in iv], [_num(d["high"]) - _num(d["mean"]) for d in iv]])
+        ax.bar(x - 0.4 + width * (j + 0.5), mean, width, yerr=np.nan_to_num(err), capsize=3, label=str(cls))
+    ax.set_xticks(x, methods)
+    ax.set_ylabel(rk["metric"] + (" (lower is better)" if rk["lower_is_better"] else " (higher is better)"))
+    ax.legend(fontsize=7, title="class", title_fontsize=7)
+    return _save_figure(fig, path)
+
+
+def _conditioning(results: dict[str, Any], out: Path) -> list[Any]:
+    c = results["conditioning"]
+    rk = c["ranking"]
+    alpha = results["config"]["ranking"]["alpha"]
+    how = "forced by conditioning.winner" if rk["forced"] else f"best mean {rk['metric']}"
+    basis = ("averaged over the classes (each class's synthetic images against that class's real images)"
+             if rk["basis"] == "per-class" else "over all images (some method had no per-class values)")
+    rows = []
+    for i, method in enumerate(rk["order"]):
+        ev = c["methods"][method]
+        groups = {"all": ev["feature_metrics"], **(ev.get("per_class_feature_metrics") or {})}
+        for cls, fm in groups.items():
+            rows.append([i + 1 if cls == "all" else "", method if cls == "all" else "", cls,
+                         *[Estimate(fm[m]["value"], fm[m]["ci_low"], fm[m]["ci_high"])
+                           if fm.get(m, {}).get("ci_low") is not None else fm.get(m, {}).get("value")
+                           for m in _SHOWN]])
+    tests = [[r[0], r[2], r[5], r[4], r[6]] for r in conditioning_test_rows(results) if r[1] != "t_test_bonferroni_class_mean"]
+    pairs = [[m, x["a"], x["b"], x["mean_difference"], x["statistic"], x["df"], x["p"], x["p_corrected"],
+              x["significant"]] for m, t in rk["tests"].items() for x in t["t_tests_bonferroni"]]
+    skipped = {m: ev.get("per_class_skipped") for m, ev in c["methods"].items() if ev.get("per_class_skipped")}
+    win = c["methods"][rk["winner"]]
+    slices = Path(win["report"]).parent / "figures" / f"{rk['winner']}_slices.png"
+    links = "\n".join(f"- {m}: {_rel(c['methods'][m]['report'], out)} (runs: "
+                      f"{', '.join(sorted({_rel(v, out) for v in c['methods'][m]['runs'].values()}))}"
+                      f"{'; the candidate runs' if c['methods'][m].get('reused_candidate_runs') else ''})"
+                      for m in rk["order"])
+    return [
+        Text(f"Stage (d): the winner {c['candidate']} extended with {len(rk['order'])} conditioning method(s) "
+             f"(paper 000: one GAN per class, an auxiliary classifier trained on the real data and frozen, a "
+             f"projection discriminator). Chosen: {rk['winner']} ({how}; {rk['metric']} {basis}: "
+             f"{rk['means'][rk['winner']]:.4g}). Order: " + " > ".join(rk["order"]) + "."),
+        Table(["rank", "method", "class", *[m + (" (lower better)" if m in ("fid", "kid", "mmd_rbf") else "")
+                                            for m in _SHOWN]], rows,
+              caption="Mean over the labelled synthetic sets with t-based 95% CIs, for every class together (all) "
+                      "and per class"),
+        Figure(conditioning_figure(results, out / "figures" / f"conditioning_{rk['metric']}.png"),
+               caption=f"{rk['metric']} per conditioning method and class, mean with 95% CI over the synthetic sets "
+                       "(paper 000 Fig. 4)"),
+        Table(["metric", "test or term", "df", "F", "p"], tests,
+              caption="Two-way ANOVA (method x class) over the per-set, per-class values (paper 000: F(2,54) and "
+                      "F(1,54)), and a one-way ANOVA over the class-averaged per-set values"),
+        Table(["metric", "a", "b", "mean a - b", "t", "df", "p", "p (Bonferroni)", "significant"], pairs,
+              caption=f"Two-tailed unpaired t-tests between every pair of methods on the class-averaged per-set "
+                      f"values, Bonferroni-corrected over the pairs of one metric (alpha {alpha})"),
+        *([Text("Per-class metrics skipped: " + "; ".join(f"{m}: {v}" for m, v in skipped.items()))] if skipped else []),
+        *([Figure(slices, caption=f"Real (left) and synthetic (right) images of {rk['winner']}, per class")]
+          if slices.is_file() else []),
+        Text("Each method's full evaluation report:\n" + links),
+    ]
+
+
 def _utility(results: dict[str, Any], out: Path) -> list[Any]:
     from synthmed.utility.report import utility_sections
 
@@ -193,9 +322,11 @@ def _utility(results: dict[str, Any], out: Path) -> list[Any]:
         sections = utility_sections(res, Path(u["report"]).parent)
     except (KeyError, TypeError, ValueError) as e:  # keep the protocol report even if the layout changed
         log.warning("utility sections could not be embedded (%s); linking the report", e)
-        return [Text(f"Stage (d): see {_rel(u['report'], out)}")]
-    blocks: list[Any] = [Text(f"Stage (d): the utility protocol with the winner {u['winner']}'s per-class runs as "
-                              f"synthetic sources; the full report: {_rel(u['report'], out)}")]
+        return [Text(f"Stage (e): see {_rel(u['report'], out)}")]
+    how = u.get("conditioning", "per-class")
+    blocks: list[Any] = [Text(f"Stage (e): the utility protocol with the winner {u['winner']} ({how}"
+                              f"{': one run per class' if how == 'per-class' else ': one conditional model'}) as "
+                              f"synthetic source; the full report: {_rel(u['report'], out)}")]
     for sec in sections:
         blocks.append(Text(sec.title))
         blocks.extend(sec.blocks)
@@ -208,9 +339,11 @@ def _sweeps(results: dict[str, Any], out: Path) -> list[Any]:
     sw = results["sweeps"]
     summary = sw["summary"]
     blocks: list[Any] = [Text(
-        "Stage (e): paper 004's benchmark with the winner. Every point derives a dataset (classes: the k most "
+        f"Stage (f): paper 004's benchmark with the winner ({results.get('selected', {}).get('conditioning', 'per-class')}). "
+        "Every point derives a dataset (classes: the k most "
         "frequent classes; samples per class: a seeded subsample of n subjects per class; resolution: images "
-        "resampled to r per edge), trains one generator per class on fold 0's training subjects only, and trains "
+        "resampled to r per edge), trains the generators (one per class, or one conditional model) on fold 0's "
+        "training subjects only, and trains "
         "the classifier on real and on synthetic images, both tested on fold 0's real test subjects. AUC_real - "
         "AUC_syn: the AUC lost by training on synthetic data; Delta_syn = AUC_syn(synthetic test) - "
         "AUC_syn(real test). Mean, SD and 95% CI over the seeds.")]
@@ -250,10 +383,12 @@ def write_protocol_report(results: dict[str, Any], out: Path) -> Path:
     report.add("(a) Candidate architectures", *_candidates(results, out))
     report.add("(b) Evaluation of every candidate", *_evaluation(results, out))
     report.add("(c) Ranking and statistics between architectures", *_ranking(results))
+    if "conditioning" in results:
+        report.add("(d) Conditional architectures (paper 000 Fig. 4)", *_conditioning(results, out))
     if "utility" in results:
-        report.add("(d) Downstream utility of the winner", *_utility(results, out))
+        report.add("(e) Downstream utility of the winner", *_utility(results, out))
     if "sweeps" in results:
-        report.add("(e) Benchmark sweeps (paper 004)", *_sweeps(results, out))
+        report.add("(f) Benchmark sweeps (paper 004)", *_sweeps(results, out))
     t = results["timing"]
     report.add("Run", KeyValues({"stages (s)": t["stages_s"], "total (s)": t["total_s"],
                                  "peak memory (MB)": t["peak_memory_mb"]}))

@@ -5,17 +5,22 @@ fingerprint of everything it depends on; ``--resume`` skips finished ones and re
 were computed with other settings):
 
 (a) ``candidates``: every candidate architecture (each run config with and without DiffAugment),
-    one run per class (``OUT/candidates/NAME/CLASS``); an interrupted run continues from its last
-    checkpoint;
-(b) ``evaluation``: per candidate ``evaluation.n_sets`` labelled synthetic sets the size of the real
-    set (``OUT/pools/NAME``) and ``synthmed evaluate`` (``OUT/evaluation/NAME/report.html``);
+    one unconditional run on every class (``candidates.conditioning: none``,
+    ``OUT/candidates/NAME/run``) or one run per class (``per-class``, ``OUT/candidates/NAME/CLASS``);
+    an interrupted run continues from its last checkpoint;
+(b) ``evaluation``: per candidate ``evaluation.n_sets`` synthetic sets the size of the real set
+    (``OUT/pools/NAME``) and ``synthmed evaluate`` (``OUT/evaluation/NAME/report.html``);
 (c) ranking: the winner by ``ranking.metric``, one-way ANOVA over the per-set scores between
     candidates and Bonferroni-corrected pairwise t-tests (``OUT/ranking.csv``);
-(d) ``utility``: ``synthmed utility`` with the winner's per-class runs as synthetic sources
+(d) ``conditioning``: the winner extended with every method of ``conditioning.methods`` (paper 000:
+    one GAN per class, frozen auxiliary classifier, projection discriminator), each evaluated per
+    class and ranked (:mod:`synthmed.protocol.conditioning`; ``OUT/conditioning``,
+    ``OUT/conditioning.csv``);
+(e) ``utility``: ``synthmed utility`` with the best conditioning method's runs as synthetic sources
     (``OUT/utility``);
-(e) ``sweeps``: paper 004's benchmark sweeps with the winner (``OUT/sweeps``,
+(f) ``sweeps``: paper 004's benchmark sweeps with the winner and that method (``OUT/sweeps``,
     :mod:`synthmed.protocol.sweeps`);
-(f) ``OUT/report.html`` and ``OUT/metrics.json`` with every stage, plus CSVs.
+(g) ``OUT/report.html`` and ``OUT/metrics.json`` with every stage, plus CSVs.
 """
 
 from __future__ import annotations
@@ -163,6 +168,8 @@ def run_protocol(config: ProtocolConfig | str | Path, out: str | Path, resume: b
     say = _sayer(progress)
     device = _resolve_device(cfg.device)
     candidates = resolve_candidates(cfg)  # every run config checked before anything is written
+    if cfg.conditioning_active():
+        _check_methods(cfg, candidates)
     if not Path(cfg.data.path).is_dir():
         raise DataError(f"{cfg.data.path} (data.path): prepared dataset folder does not exist")
     _precheck(cfg)  # a clear error on bad data or sweep values before anything is written
@@ -191,13 +198,23 @@ def run_protocol(config: ProtocolConfig | str | Path, out: str | Path, resume: b
         results["ranking"] = ranking
         say(f"winner: {ranking['winner']} ({cfg.ranking.metric} {ranking['means'][ranking['winner']]:.4g})")
     winner = next(c for c in candidates if c.name == ranking["winner"])
+    runs, method = results["candidates"][winner.name]["runs"], cfg.candidates.conditioning
+    if cfg.conditioning_active():
+        with stage("(d) conditioning"):
+            results["conditioning"] = _stage_conditioning(cfg, winner, ds, out, store, base, results["candidates"],
+                                                          device, progress, say)
+        method = results["conditioning"]["ranking"]["winner"]
+        runs = results["conditioning"]["methods"][method]["runs"]
+        say(f"conditioning: {method} ({cfg.ranking.metric} per class "
+            f"{results['conditioning']['ranking']['means'][method]:.4g})")
+    results["selected"] = {"candidate": winner.name, "conditioning": method}
     if "utility" in cfg.stages:
-        with stage("(d) utility"):
-            results["utility"] = _stage_utility(cfg, winner, ds, out, store, base, results["candidates"], device,
-                                                progress, say)
+        with stage("(e) utility"):
+            results["utility"] = _stage_utility(cfg, winner, method, runs, ds, out, store, base, device, progress,
+                                                say)
     if "sweeps" in cfg.stages and cfg.sweeps.enabled and cfg.sweeps.dimensions():
-        with stage("(e) sweeps"):
-            results["sweeps"] = _stage_sweeps(cfg, winner, ds, out, store, base, device, progress, say)
+        with stage("(f) sweeps"):
+            results["sweeps"] = _stage_sweeps(cfg, winner, method, ds, out, store, base, device, progress, say)
     results["timing"] = {"total_s": round(time.perf_counter() - t0, 2), "peak_memory_mb": round(peak_memory_mb(), 1),
                          "stages_s": {k: round(v, 2) for k, v in stage.seconds.items()}}
     say("writing the report")
@@ -225,7 +242,7 @@ def _sayer(progress: bool) -> Callable[[str], None]:
 def _stage_candidates(cfg: ProtocolConfig, candidates: list[Candidate], ds: PreparedDataset, out: Path,
                       store: StageStore, base: dict[str, Any], progress: bool,
                       say: Callable[[str], None]) -> dict[str, Any]:
-    from synthmed.protocol.candidates import train_per_class
+    from synthmed.protocol.candidates import train_runs
 
     res: dict[str, Any] = {}
     for i, cand in enumerate(candidates):
@@ -239,7 +256,8 @@ def _stage_candidates(cfg: ProtocolConfig, candidates: list[Candidate], ds: Prep
             continue
         say(f"(a) candidate {i + 1}/{len(candidates)}: {cand.name}")
         t = time.perf_counter()
-        runs = train_per_class(cand, ds, out / "candidates" / cand.name, progress, say=lambda s: say(f"(a) {s}"))
+        runs = train_runs(cand, cfg.candidates.conditioning, ds, out / "candidates" / cand.name, progress,
+                          say=lambda s: say(f"(a) {s}"))
         res[cand.name] = store.put(name, settings, {
             "model": cand.cfg.model.name, "config": cand.source, "diffaugment": cand.diffaugment,
             "conditioning": cfg.candidates.conditioning, "runs": runs, "iterations": cand.cfg.train.iterations,
@@ -250,17 +268,13 @@ def _stage_candidates(cfg: ProtocolConfig, candidates: list[Candidate], ds: Prep
 def _stage_evaluation(cfg: ProtocolConfig, candidates: list[Candidate], ds: PreparedDataset, out: Path,
                       store: StageStore, base: dict[str, Any], trained: dict[str, Any], device: str, progress: bool,
                       say: Callable[[str], None]) -> dict[str, Any]:
-    from synthmed.io_utils import sha256_file
-    from synthmed.protocol.candidates import evaluate_candidate, real_rows, write_pool
+    from synthmed.protocol.candidates import evaluate_candidate, write_pool
 
-    assert ds.labels is not None
-    rows = real_rows(ds, cfg)
-    counts = {c: int(np.sum(ds.labels[rows] == c)) for c in range(len(ds.classes))}
-    counts = {c: n for c, n in counts.items() if n}
+    rows, counts = _real_counts(ds, cfg)
     res: dict[str, Any] = {}
     for i, cand in enumerate(candidates):
         runs = trained[cand.name]["runs"]
-        ckpts = {k: sha256_file(Path(v) / "checkpoints" / "last.pt") for k, v in runs.items()}
+        ckpts = _checkpoints(runs)
         settings = {**base, "candidate": cand.name, "checkpoints": ckpts, "evaluation": cfg.to_dict()["evaluation"],
                     "seed": cfg.seed}
         name = f"evaluation-{cand.name}"
@@ -272,7 +286,7 @@ def _stage_evaluation(cfg: ProtocolConfig, candidates: list[Candidate], ds: Prep
         t = time.perf_counter()
         pool = out / "pools" / cand.name
         say(f"(b) candidate {i + 1}/{len(candidates)} {cand.name}: {cfg.evaluation.n_sets} synthetic sets of "
-            f"{len(rows)} ({', '.join(f'{ds.classes[c]} {n}' for c, n in counts.items())}) -> {pool}")
+            f"{len(rows)} ({_mix(ds, counts, runs)}) -> {pool}")
         write_pool(ds, runs, counts, cfg.evaluation.n_sets, pool, cfg.seed, device, cfg.evaluation.batch_size)
         say(f"(b) evaluating {cand.name} -> {out / 'evaluation' / cand.name}")
         ev = evaluate_candidate(ds, pool, cand.name, out / "evaluation" / cand.name, cfg, device, progress, len(rows))
@@ -282,33 +296,105 @@ def _stage_evaluation(cfg: ProtocolConfig, candidates: list[Candidate], ds: Prep
     return res
 
 
-def _stage_utility(cfg: ProtocolConfig, winner: Candidate, ds: PreparedDataset, out: Path, store: StageStore,
-                   base: dict[str, Any], trained: dict[str, Any], device: str, progress: bool,
+def _real_counts(ds: PreparedDataset, cfg: ProtocolConfig) -> tuple[np.ndarray, dict[int, int]]:
+    """The real rows the evaluations compare with, and how many of every class they hold."""
+    from synthmed.protocol.candidates import real_rows
+
+    assert ds.labels is not None
+    rows = real_rows(ds, cfg)
+    counts = {c: int(np.sum(ds.labels[rows] == c)) for c in range(len(ds.classes))}
+    return rows, {c: n for c, n in counts.items() if n}
+
+
+def _checkpoints(runs: dict[str, str]) -> dict[str, str]:
+    from synthmed.io_utils import sha256_file
+
+    sums = {v: sha256_file(Path(v) / "checkpoints" / "last.pt") for v in set(runs.values())}
+    return {k: sums[v] for k, v in runs.items()}
+
+
+def _mix(ds: PreparedDataset, counts: dict[int, int], runs: dict[str, str]) -> str:
+    from synthmed.protocol.candidates import ALL
+
+    if ALL in runs:
+        return "unlabelled, one model for every class"
+    return ", ".join(f"{ds.classes[c]} {n}" for c, n in counts.items())
+
+
+def _stage_conditioning(cfg: ProtocolConfig, winner: Candidate, ds: PreparedDataset, out: Path, store: StageStore,
+                        base: dict[str, Any], trained: dict[str, Any], device: str, progress: bool,
+                        say: Callable[[str], None]) -> dict[str, Any]:
+    """Stage (d): the winner with every conditioning method, evaluated per class, ranked."""
+    from synthmed.protocol.candidates import evaluate_candidate, train_runs, write_pool
+    from synthmed.protocol.conditioning import rank_methods
+
+    k = cfg.conditioning
+    rows, counts = _real_counts(ds, cfg)
+    methods: dict[str, Any] = {}
+    for i, method in enumerate(k.methods):
+        reuse = method == "per-class" and cfg.candidates.conditioning == "per-class"
+        extra = k.set if method != "per-class" else {}
+        settings = {**base, "winner": winner.name, "run_config": _run_settings(winner), "method": method,
+                    "set": extra, "evaluation": cfg.to_dict()["evaluation"], "seed": cfg.seed,
+                    "reused_candidate_runs": reuse}
+        name = f"conditioning-{method}"
+        done = store.get(name, settings)
+        if done is not None:
+            say(f"(d) conditioning {method}: finished earlier, skipped")
+            methods[method] = done
+            continue
+        t = time.perf_counter()
+        if reuse:
+            runs = trained[winner.name]["runs"]
+            say(f"(d) conditioning {i + 1}/{len(k.methods)} {method}: the winner's per-class candidate runs")
+        else:
+            say(f"(d) conditioning {i + 1}/{len(k.methods)}: {winner.name} with {method}")
+            runs = train_runs(winner, method, ds, out / "conditioning" / method, progress, extra=extra,
+                              say=lambda s: say(f"(d) {s}"))
+        t_train = time.perf_counter() - t
+        pool = out / "conditioning" / "pools" / method
+        say(f"(d) {method}: {cfg.evaluation.n_sets} labelled synthetic sets of {len(rows)} "
+            f"({_mix(ds, counts, runs)}) -> {pool}")
+        write_pool(ds, runs, counts, cfg.evaluation.n_sets, pool, cfg.seed, device, cfg.evaluation.batch_size)
+        target = out / "conditioning" / "evaluation" / method
+        say(f"(d) evaluating {method} per class -> {target}")
+        ev = evaluate_candidate(ds, pool, method, target, cfg, device, progress, len(rows))
+        ev.update(runs=runs, pool=str(pool), reused_candidate_runs=reuse, checkpoints=_checkpoints(runs),
+                  train_seconds=round(t_train, 1), seconds=round(time.perf_counter() - t, 1))
+        methods[method] = store.put(name, settings, ev)
+    ranking = rank_methods(methods, cfg)
+    return {"candidate": winner.name, "methods": methods, "ranking": ranking}
+
+
+def _stage_utility(cfg: ProtocolConfig, winner: Candidate, method: str, runs: dict[str, str], ds: PreparedDataset,
+                   out: Path, store: StageStore, base: dict[str, Any], device: str, progress: bool,
                    say: Callable[[str], None]) -> dict[str, Any]:
     from synthmed.protocol.candidates import class_sources
     from synthmed.utility import build_utility_config, run_utility
 
-    synthetic = class_sources(cfg, trained[winner.name]["runs"])
+    synthetic = class_sources(runs)
     ucfg = build_utility_config(utility_mapping(cfg, synthetic, str(ds.root)))
     if ucfg.train.device == "auto":
         ucfg.train.device = device
-    settings = {**base, "winner": winner.name, "utility": ucfg.to_dict()}
+    settings = {**base, "winner": winner.name, "conditioning": method, "checkpoints": _checkpoints(runs),
+                "utility": ucfg.to_dict()}
     done = store.get("utility", settings)
     if done is not None:
-        say("(d) utility: finished earlier, skipped")
+        say("(e) utility: finished earlier, skipped")
         return done
     target = out / "utility"
-    say(f"(d) utility with {winner.name}'s per-class runs: {', '.join(ucfg.compositions)}, folds "
+    say(f"(e) utility with {winner.name} ({method}): {', '.join(ucfg.compositions)}, folds "
         f"{ucfg.folds_to_run()} -> {target}")
     t = time.perf_counter()
     run_utility(ucfg, target, resume=target.exists(), progress=progress)
     results = json.loads((target / "metrics.json").read_text(encoding="utf-8"))["results"]
     return store.put("utility", settings, {"report": str(target / "report.html"), "winner": winner.name,
-                                           "results": results, "seconds": round(time.perf_counter() - t, 1)})
+                                           "conditioning": method, "results": results, "seconds": round(time.perf_counter() - t, 1)})
 
 
-def _stage_sweeps(cfg: ProtocolConfig, winner: Candidate, ds: PreparedDataset, out: Path, store: StageStore,
-                  base: dict[str, Any], device: str, progress: bool, say: Callable[[str], None]) -> dict[str, Any]:
+def _stage_sweeps(cfg: ProtocolConfig, winner: Candidate, method: str, ds: PreparedDataset, out: Path,
+                  store: StageStore, base: dict[str, Any], device: str, progress: bool,
+                  say: Callable[[str], None]) -> dict[str, Any]:
     from synthmed.protocol.sweeps import run_point, summarize_sweeps
 
     s = cfg.sweeps
@@ -316,21 +402,44 @@ def _stage_sweeps(cfg: ProtocolConfig, winner: Candidate, ds: PreparedDataset, o
     points = []
     sweep_cfg = {k: v for k, v in cfg.to_dict()["sweeps"].items() if k not in ("enabled", "alpha")}
     for i, (sweep, value, seed) in enumerate(jobs):
-        settings = {**base, "winner": winner.name, "run_config": _run_settings(winner), "sweeps": sweep_cfg,
-                    "utility": cfg.utility, "point": [sweep, value, seed]}
+        settings = {**base, "winner": winner.name, "run_config": _run_settings(winner), "conditioning": method,
+                    "conditioning_set": cfg.conditioning.set if method not in ("per-class", "none") else {},
+                    "sweeps": sweep_cfg, "utility": cfg.utility, "point": [sweep, value, seed]}
         name = f"sweep-{sweep}-{value}-seed{seed}"
         done = store.get(name, settings)
         if done is not None:
-            say(f"(e) sweep point {i + 1}/{len(jobs)} {sweep}={value} seed {seed}: finished earlier, skipped")
+            say(f"(f) sweep point {i + 1}/{len(jobs)} {sweep}={value} seed {seed}: finished earlier, skipped")
             points.append(done)
             continue
-        say(f"(e) sweep point {i + 1}/{len(jobs)}: {sweep}={value}, seed {seed}")
+        say(f"(f) sweep point {i + 1}/{len(jobs)}: {sweep}={value}, seed {seed}")
         t = time.perf_counter()
-        point = run_point(ds, winner, cfg, sweep, value, seed, out / "sweeps" / sweep / str(value) / f"seed{seed}",
-                          device, progress, lambda m: say(f"(e) {m}"))
+        point = run_point(ds, winner, method, cfg, sweep, value, seed,
+                          out / "sweeps" / sweep / str(value) / f"seed{seed}", device, progress,
+                          lambda m: say(f"(f) {m}"))
         point["seconds"] = round(time.perf_counter() - t, 1)
         points.append(store.put(name, settings, point))
     return {"points": points, "summary": summarize_sweeps(points, cfg)}
+
+
+def _check_methods(cfg: ProtocolConfig, candidates: list[Candidate]) -> None:
+    """Every candidate (any may win) supports every conditioning method (checked before anything is
+    written)."""
+    from synthmed.config import RunConfig
+    from synthmed.registry import MODELS
+
+    for cand in candidates:
+        for m in cfg.conditioning.methods:
+            try:
+                rc: RunConfig = cand.run_config("", extra=cfg.conditioning.set,
+                                                conditioning=m) if m != "per-class" else cand.cfg
+                family = MODELS.get(rc.model.name)()
+                if m != "per-class" and hasattr(family, "conditioning"):
+                    family.conditioning(rc.model)
+                elif m != "per-class":
+                    raise ConfigError(f"model {rc.model.name} has no class conditioning")
+            except ConfigError as e:
+                raise ConfigError(f"config key 'conditioning.methods': candidate {cand.name} cannot be trained with "
+                                  f"{m!r}: {e}; remove the method or the candidate") from None
 
 
 def _precheck(cfg: ProtocolConfig) -> None:

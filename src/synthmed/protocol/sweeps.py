@@ -1,4 +1,4 @@
-"""Stage (e): paper 004's benchmark sweeps with the winning architecture.
+"""Stage (f): paper 004's benchmark sweeps with the winning architecture.
 
 What each sweep varies (everything else stays at its base setting):
 
@@ -11,8 +11,9 @@ What each sweep varies (everything else stays at its base setting):
 
 One point (sweep, value, seed): derive the dataset, partition it with the utility protocol's
 stratified k-fold (seed = the repetition's seed) and write fold 0's validation and test subjects as
-the dataset's held-out test set, so the per-class generators (the winner's config, ``train.subset:
-trainval``) see exactly fold 0's training subjects; then the utility protocol on fold 0 with
+the dataset's held-out test set, so the generators (the winner's config, ``train.subset:
+trainval``; one per class, or one conditional model with the method stage (d) chose) see exactly
+fold 0's training subjects; then the utility protocol on fold 0 with
 ``sweeps.compositions`` (real first).  Per point: AUC_real, AUC_syn, AUC_real - AUC_syn and
 Delta_syn (paper 004).  Per sweep: one-sided and two-sided Mann-Whitney U tests of AUC_real -
 AUC_syn (and of Delta_syn) between the two extreme values over the seeds (paper 004, S.5).
@@ -72,30 +73,35 @@ def point_dataset(ds: PreparedDataset, cfg: ProtocolConfig, sweep: str, value: i
                          splits=splits, note=f"sweep {sweep}={value}, seed {seed}")
 
 
-def run_point(ds: PreparedDataset, winner: Candidate, cfg: ProtocolConfig, sweep: str, value: int, seed: int,
-              out: Path, device: str, progress: bool, say: Callable[[str], None]) -> dict[str, Any]:
-    """One sweep point end to end; returns its numbers (JSON-ready)."""
-    from synthmed.protocol.candidates import class_sources, train_per_class
-    from synthmed.utility import build_utility_config, run_utility
+def run_point(ds: PreparedDataset, winner: Candidate, method: str, cfg: ProtocolConfig, sweep: str, value: int,
+              seed: int, out: Path, device: str, progress: bool, say: Callable[[str], None]) -> dict[str, Any]:
+    """One sweep point end to end with the winner trained with conditioning ``method`` (per-class or
+    a conditional method); returns its numbers (JSON-ready)."""
+    from synthmed.protocol.candidates import class_sources, train_runs
 
     data = point_dataset(ds, cfg, sweep, value, seed, out / "data")
-    runs = train_per_class(winner, data, out / "runs", progress, seed=seed, extra=cfg.sweeps.generator_set, say=say)
-    ucfg = build_utility_config(utility_mapping(cfg, class_sources(cfg, runs), str(data.root), sweep=True))
+    extra = _flat(cfg.sweeps.generator_set)
+    if method not in ("per-class", "none"):  # a conditional model: stage (d)'s overrides, then the sweep's
+        extra = {**_flat(cfg.conditioning.set), **extra}
+    runs = train_runs(winner, method, data, out / "runs", progress, seed=seed, extra=extra, say=say)
+    from synthmed.utility import build_utility_config, run_utility
+
+    ucfg = build_utility_config(utility_mapping(cfg, class_sources(runs), str(data.root), sweep=True))
     ucfg.seed = seed
     if ucfg.train.device == "auto":
         ucfg.train.device = device
     say(f"sweep {sweep}={value}, seed {seed}: utility ({', '.join(ucfg.compositions)})")
     run_utility(ucfg, out / "utility", resume=(out / "utility").exists(), progress=progress)
     results = json.loads((out / "utility" / "metrics.json").read_text(encoding="utf-8"))["results"]
-    train_ids = set(json.loads((Path(runs[data.classes[0]]) / "data.json").read_text(encoding="utf-8"))
-                    ["train_subject_ids"])
-    for name in data.classes[1:]:
-        train_ids |= set(json.loads((Path(runs[name]) / "data.json").read_text(encoding="utf-8"))["train_subject_ids"])
+    train_ids: set[str] = set()
+    for run in set(runs.values()):
+        train_ids |= set(json.loads((Path(run) / "data.json").read_text(encoding="utf-8"))["train_subject_ids"])
     part = json.loads((out / "utility" / "partition.json").read_text(encoding="utf-8"))
     fold0 = set(part["folds"][0]["train"])
     recs = {r["composition"]: r for r in results["records"] if r["fold"] == 0}
     real = recs.get("real", {}).get("metrics", {}).get("auc")
-    point: dict[str, Any] = {"sweep": sweep, "value": value, "seed": seed, "dataset": dataset_summary(data),
+    point: dict[str, Any] = {"sweep": sweep, "value": value, "seed": seed, "conditioning": method,
+                             "dataset": dataset_summary(data),
                              "runs": runs, "utility": str(out / "utility" / "report.html"),
                              "generator_train_subjects": len(train_ids),
                              "auc_real": real, "by_composition": {}}
@@ -110,6 +116,13 @@ def run_point(ds: PreparedDataset, winner: Candidate, cfg: ProtocolConfig, sweep
             "delta_syn": r.get("delta_syn"), "accuracy": r["metrics"].get("accuracy"),
             "balanced_accuracy": r["metrics"].get("balanced_accuracy")}
     return point
+
+
+def _flat(mapping: dict[str, Any]) -> dict[str, Any]:
+    """Nested or dotted overrides as one flat ``{"a.b": value}`` mapping."""
+    from synthmed.protocol.config import overrides_from_mapping
+
+    return {k: json.loads(v) for k, v in (o.split("=", 1) for o in overrides_from_mapping(mapping))}
 
 
 def _finite(values: list[Any]) -> list[float]:
