@@ -96,7 +96,7 @@ def train_runs(candidate: Candidate, method: str, ds: PreparedDataset, runs_dir:
     if method == "per-class":
         return train_per_class(candidate, ds, runs_dir, progress, seed, extra, say)
     run_dir = runs_dir / "run"
-    say(f"train {candidate.name}, {method} on every class -> {run_dir}")
+    say(f"train {candidate.name}, {'unconditional' if method == 'none' else method} on every class -> {run_dir}")
     ensure_run(candidate.run_config("", seed, extra, conditioning=method), ds.root, run_dir, progress)
     if method == "none":
         return {ALL: str(run_dir)}
