@@ -156,17 +156,21 @@ def _cmd_encode(args: argparse.Namespace) -> int:
 
 def _cmd_latent(args: argparse.Namespace) -> int:
     from synthmed.latent import format_ridge_table, ridge_report, traverse_run
+    from synthmed.latent.regression import check_alpha
 
     if args.latent_command == "ridge":
-        alphas = [a if a == "cv" else float(a) for a in args.alpha]
+        alphas = [check_alpha(a) for a in args.alpha]
         res = ridge_report(args.codes, args.data, args.properties, alphas, args.folds, args.log, args.seed,
                            args.permutations, args.participants, args.out)
         print(format_ridge_table(res))
     else:
         trav = traverse_run(args.run, args.codes, args.data, args.property, args.out, steps=args.steps, seed=args.seed,
-                            alpha=args.alpha, table=args.participants, checkpoint=args.checkpoint, device=args.device)
+                            alpha=args.alpha, table=args.participants, checkpoint=args.checkpoint, device=args.device,
+                            reference=args.reference)
         measured = "" if trav.measured is None else f"; measured {', '.join(f'{v:.1f}' for v in trav.measured)}"
         print(f"traversal written to {args.out} (targets {', '.join(f'{v:.1f}' for v in trav.targets)}{measured})")
+        for w in trav.warnings:
+            print(f"warning: {w}", file=sys.stderr)
     return 0
 
 
@@ -332,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="PNG to write (numbers in the .json beside it)")
     t.add_argument("--steps", type=int, default=7, help="images from the 5th to the 95th percentile of real values")
     t.add_argument("--alpha", type=float, default=1e-4, help="ridge penalty of the direction's linear model")
+    t.add_argument("--reference", choices=("prior", "codes-mean"), default="prior",
+                   help="start code: a sample of the prior (paper 001, default) or the mean code of the real images")
     t.add_argument("--seed", type=int, default=0, help="seed of the reference code")
     t.add_argument("--checkpoint", help="checkpoint file (default RUN/checkpoints/last.pt)")
     t.add_argument("--device", default="auto")

@@ -53,7 +53,7 @@ def test_ridge_r2_finds_signal_and_not_noise() -> None:
     y[3] = np.nan
     logged = cross_validated_r2(codes, y, "y", alpha="cv", log=True)
     assert logged.n == 59 and logged.r2 > 0.8
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(DataError, match="positive"):
         cross_validated_r2(codes, -y, "y", log=True)
 
 
@@ -71,6 +71,24 @@ def test_direction_moves_codes_to_targets() -> None:
                        / np.linalg.norm(d.weights), 1.0)  # every move is along the direction
 
 
+def test_traversal_warnings() -> None:
+    from synthmed.latent.traverse import Traversal, traversal_warnings
+
+    real = np.array([1800.0, 1900.0, 2000.0])
+    targets = np.array([1850.0, 1900.0, 1950.0])
+
+    def trav(reference: float, measured: list[float]) -> Traversal:
+        return Traversal("total_brain_volume", targets, targets, np.array(measured), np.zeros((3, 1, 2, 2, 2)),
+                         reference, 0)
+
+    assert traversal_warnings(trav(1900.0, [1850.0, 1890.0, 1960.0]), real) == []
+    far = traversal_warnings(trav(3096.0, [1850.0, 1890.0, 1960.0]), real)  # > one real range outside
+    assert len(far) == 1 and "far outside the real values [1800, 2000]" in far[0] and "codes-mean" in far[0]
+    flat = traversal_warnings(trav(1900.0, [1949.5, 1949.5, 1949.6]), real)  # 0.1 of 100 asked: < 5%
+    assert len(flat) == 1 and "barely respond" in flat[0]
+    assert len(traversal_warnings(trav(2200.0, [1900.0, 1904.0, 1905.0]), real)) == 0  # 2200 is within one range
+
+
 def test_subject_table_values(tiny3d: Path, tmp_path: Path) -> None:
     ds = load_prepared(tiny3d)
     tsv = tmp_path / "participants.tsv"
@@ -78,7 +96,8 @@ def test_subject_table_values(tiny3d: Path, tmp_path: Path) -> None:
         f"{s}\t{'n/a' if i == 0 else 20 + i}\tx\n" for i, s in enumerate(ds.subject_ids)))
     age = subject_property(ds, ds.subject_ids, "age", tsv)
     assert np.isnan(age[0]) and age[1] == 21
-    assert np.isnan(subject_property(ds, ds.subject_ids, "group", tsv)).all()
+    with pytest.raises(DataError, match="column 'group' is not numeric .*'x'"):  # not silently NaN
+        subject_property(ds, ds.subject_ids, "group", tsv)
     with pytest.raises(DataError, match="no column 'height'"):
         subject_property(ds, ds.subject_ids, "height", tsv)
     with pytest.raises(DataError, match="no subject table"):
@@ -115,5 +134,41 @@ def test_encode_ridge_and_traverse_commands(tiny3d: Path, tmp_path: Path, capsys
                  "--steps", "3"]) == 0
     meta = json.loads(png.with_suffix(".json").read_text(encoding="utf-8"))
     assert png.is_file() and len(meta["measured"]) == 3 and np.allclose(meta["predicted"], meta["targets"])
+    assert meta["reference_kind"] == "prior" and isinstance(meta["warnings"], list)
+    # from the mean code of the real images: its prediction is the linear model's at that code
+    assert main(["latent", "traverse", str(run), "--codes", str(codes_file), "--data", str(tiny3d), "--out", str(png),
+                 "--steps", "3", "--reference", "codes-mean"]) == 0
+    meta = json.loads(png.with_suffix(".json").read_text(encoding="utf-8"))
+    direction = fit_linear_direction(codes.codes, subject_property(load_prepared(tiny3d), codes.subject_ids,
+                                                                   "total_brain_volume"), "tbv")
+    assert meta["reference_kind"] == "codes-mean"
+    assert meta["reference"] == pytest.approx(float(direction.predict(codes.codes.mean(0, keepdims=True))[0]))
+    capsys.readouterr()
+
+    # bad values are one-line errors naming the option or the column, exit 2
+    bad_tsv = tmp_path / "bad.tsv"
+    bad_tsv.write_text("participant_id\tsex\tscore\n" + "".join(f"sub-{i:02d}\t{'mf'[i % 2]}\t{i - 3}\n"
+                                                               for i in range(8)))
+    base = ["latent", "ridge", str(codes_file), "--data", str(tiny3d), "--participants", str(bad_tsv)]
+    for extra, message in ((["--properties", "total_brain_volume", "--alpha", "foo"], "--alpha"),
+                           (["--properties", "total_brain_volume", "--alpha", "-1"], "--alpha"),
+                           (["--properties", "total_brain_volume", "--folds", "1"], "--folds"),
+                           (["--properties", "sex"], "column 'sex' is not numeric"),
+                           (["--properties", "score", "--log"], "--log needs positive values")):
+        assert main([*base, *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert err.startswith("synthmed: error:") and message in err and "Traceback" not in err, err
+        assert len(err.strip().splitlines()) == 1
     # codes computed from other images are refused
     assert main(["latent", "ridge", str(codes_file), "--data", str(tmp_path / "missing")]) == 2
+
+
+def test_ridge_table_notes_negative_r2_with_small_p() -> None:
+    from synthmed.latent import format_ridge_table
+    from synthmed.latent.regression import RidgeResult
+
+    ok = RidgeResult("tbv", 72, 1e-4, False, 5, 0.9, [0.9] * 5, 0.005, 200)
+    assert "Note:" not in format_ridge_table([ok])
+    neg = RidgeResult("age", 72, 1e-4, False, 5, -0.46, [-0.6] * 5, 0.02, 200)
+    table = format_ridge_table([ok, neg])
+    assert "| age | 72 | 0.0001 | -0.460 |" in table and "negative R^2" in table

@@ -161,6 +161,14 @@ def test_protocol_end_to_end_and_resume(tmp_path: Path, capsys: pytest.CaptureFi
     (["--set", "candidates.models=[nosuchmodel]"], "nosuchmodel"),
     (["--set", "stages=[utility]"], "'stages'"),
     (["--set", "candidates.conditioning=conditional"], "'candidates.conditioning'"),
+    (["--set", "conditioning.methods=[magic]"], "unknown method 'magic'"),
+    (["--set", "conditioning.winner=ac"], "'conditioning.winner'"),
+    # candidates trained on every class without stage (d) cannot feed the per-class utility protocol
+    (["--set", "conditioning.methods=[]"], "'conditioning.methods'"),
+    (["--set", "stages=[candidates,evaluation,utility]"], "'conditioning.methods'"),
+    # every candidate must support every method (any may win), found before anything is written
+    (["--set", "candidates.models=[hagan]", "--set", "conditioning.methods=[per-class,frozen-classifier]"],
+     "candidate hagan cannot be trained with 'frozen-classifier'"),
 ])
 def test_protocol_bad_config_is_one_line(extra: list[str], message: str, tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
@@ -209,3 +217,33 @@ def test_shipped_protocol_configs() -> None:
     labels = np.array([0] * 51 + [1] * 21)
     _check_sweeps(labels, 3, quick.data.resolution, Path("/x"), quick)
     _check_sweeps(labels, 3, 64, Path("/x"), paper)
+
+
+def test_protocol_unconditional_candidates_then_conditioning(tmp_path: Path) -> None:
+    """Paper 000's order: basic architectures trained on every subject, compared on unlabelled sets; then the
+    winner extended with a conditional method and evaluated per class."""
+    from synthmed.protocol import build_protocol_config, run_protocol
+
+    prep = make_tiny_prepared(tmp_path / "prep", n=24)
+    raw = tiny_raw(prep, stages=["candidates", "evaluation", "conditioning"])
+    raw["candidates"].update(conditioning="none", diffaugment=[False])
+    raw["conditioning"] = {"methods": ["projection"], "set": {"train.iterations": 3}}
+    out = tmp_path / "out"
+    run_protocol(build_protocol_config(raw), out, progress=False)
+    res = json.loads((out / "metrics.json").read_text(encoding="utf-8"))["results"]
+    ds = load_prepared(prep)
+    for name, cand in res["candidates"].items():
+        assert list(cand["runs"]) == [""] and cand["conditioning"] == "none"  # one run, every class
+        data = json.loads((Path(cand["runs"][""]) / "data.json").read_text(encoding="utf-8"))
+        assert sorted(data["train_subject_ids"]) == sorted(ds.subject_ids[i] for i in ds.indices("trainval"))
+        with open(out / "pools" / name / "manifest.csv", newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        assert len(rows) == 3 * len(ds) and "label" not in rows[0]  # unlabelled sets of the real set's size
+    cond = res["conditioning"]
+    assert cond["candidate"] == res["ranking"]["winner"] and cond["ranking"]["winner"] == "projection"
+    run = Path(next(iter(cond["methods"]["projection"]["runs"].values())))
+    assert json.loads((run / "run.json").read_text(encoding="utf-8"))["step"] == 3  # conditioning.set applied
+    assert set(cond["methods"]["projection"]["per_class_feature_metrics"]) == set(ds.classes)
+    assert "utility" not in res and "sweeps" not in res
+    assert (out / "conditioning.csv").is_file() and "(d) Conditional architectures" in (
+        out / "report.html").read_text(encoding="utf-8")

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +16,14 @@ import numpy as np
 
 from synthmed import __version__
 from synthmed.data.prepared import load_prepared
-from synthmed.errors import DataError
+from synthmed.errors import ConfigError, DataError
 from synthmed.io_utils import write_json_atomic
 from synthmed.latent.codes import Codes, load_codes
 from synthmed.latent.properties import DEFAULT_THRESHOLDS, ThresholdOptions, subject_property
 from synthmed.latent.regression import RidgeResult, cross_validated_r2, fit_linear_direction
-from synthmed.latent.traverse import Traversal, save_traversal_figure, traverse
+from synthmed.latent.traverse import Traversal, save_traversal_figure, traversal_warnings, traverse
+
+log = logging.getLogger(__name__)
 
 
 def _codes_and_data(codes: str | Path | Codes, data_dir: str | Path) -> tuple[Codes, Any]:
@@ -57,15 +60,23 @@ def format_ridge_table(results: list[RidgeResult]) -> str:
         p = "" if r.p_value is None else f"{r.p_value:.3f} ({r.n_permutations})"
         lines.append(f"| {r.property}{' (log)' if r.log else ''} | {r.n} | {r.alpha} | {r.r2:.3f} | "
                      f"{r.r2_mean:.3f} ± {r.r2_std:.3f} | {p} |")
+    if any(r.r2 < 0 and r.p_value is not None and r.p_value < 0.05 for r in results):
+        lines.append("\nNote: a negative R^2 (worse than predicting the mean) can still have a small permutation p: "
+                     "the test compares with ridge on shuffled values, whose R^2 is itself negative at small "
+                     "penalties; p < 0.05 then does not mean the codes predict the property (try --alpha cv).")
     return "\n".join(lines)
 
 
 def traverse_run(run_dir: str | Path, codes: str | Path | Codes, data_dir: str | Path, prop: str, out: str | Path,
                  steps: int = 7, quantiles: tuple[float, float] = (0.05, 0.95), seed: int = 0, alpha: float = 1e-4,
                  table: str | Path | None = None, checkpoint: str | Path | None = None, device: str = "auto",
-                 opts: ThresholdOptions = DEFAULT_THRESHOLDS) -> Traversal:
+                 opts: ThresholdOptions = DEFAULT_THRESHOLDS, reference: str = "prior") -> Traversal:
     """Fit ``prop``'s latent direction on the codes, traverse from the ``quantiles`` of its real values, and
-    write the figure ``out`` (PNG) and ``out`` with suffix ``.json``."""
+    write the figure ``out`` (PNG) and ``out`` with suffix ``.json``.  ``reference``: ``prior`` (a prior
+    sample, paper 001) or ``codes-mean`` (the mean of the codes).  The traversal's ``warnings``
+    (:func:`synthmed.latent.traverse.traversal_warnings`) are logged and written into the JSON."""
+    if reference not in ("prior", "codes-mean"):
+        raise ConfigError(f"--reference: expected prior or codes-mean, got {reference!r}")
     from synthmed.generate.sample import load_run
 
     c, ds = _codes_and_data(codes, data_dir)
@@ -76,8 +87,12 @@ def traverse_run(run_dir: str | Path, codes: str | Path | Codes, data_dir: str |
     direction = fit_linear_direction(c.codes, y, prop, alpha)
     lo, hi = np.nanquantile(y, quantiles)
     spacing = ds.meta.get("spacing") or [1.0] * ds.spatial_dims
+    z_ref = c.codes.mean(axis=0, keepdims=True) if reference == "codes-mean" else None
     trav = traverse(run.family, run.cfg.model.params, run.nets, direction, np.linspace(lo, hi, steps), spacing, seed,
-                    run.device, opts)
+                    run.device, opts, z_ref=z_ref)
+    trav.warnings = traversal_warnings(trav, y)
+    for w in trav.warnings:
+        log.warning("%s", w)
     out = Path(out)
     save_traversal_figure(trav, out, spacing, opts)
     write_json_atomic(out.with_suffix(".json"), {"synthmed_version": __version__, "codes": c.meta,

@@ -164,4 +164,11 @@ def subject_property(ds: PreparedDataset, subject_ids: Sequence[str], name: str,
     first = next(iter(tab.values()), {})
     if name not in first:
         raise DataError(f"{path}: no column {name!r}; columns: {', '.join(first)}")
-    return np.array([_to_float(tab.get(s, {}).get(name)) for s in subject_ids], dtype=np.float64)
+    raw = [tab.get(s, {}).get(name) for s in subject_ids]
+    values = np.array([_to_float(v) for v in raw], dtype=np.float64)
+    text = sorted({str(v) for v, f in zip(raw, values, strict=True)
+                   if np.isnan(f) and v not in (None, "", "n/a", "NA")})
+    if text:
+        raise DataError(f"{path}: column {name!r} is not numeric (values such as {', '.join(map(repr, text[:4]))}); "
+                        "ridge regression and latent directions need a numeric property")
+    return values

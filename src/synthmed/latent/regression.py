@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from synthmed.errors import ConfigError, DataError
+
 #: Ridge penalties searched by ``alpha="cv"`` (inner efficient leave-one-out CV of RidgeCV).
 CV_ALPHAS = tuple(float(a) for a in np.logspace(-4, 6, 21))
 
@@ -23,7 +25,7 @@ CV_ALPHAS = tuple(float(a) for a in np.logspace(-4, 6, 21))
 def _check_xy(codes: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     x, y = np.asarray(codes, dtype=np.float64), np.asarray(y, dtype=np.float64).reshape(-1)
     if x.ndim != 2 or len(x) != len(y):
-        raise ValueError(f"codes (N, D) and y (N,) expected, got {x.shape} and {y.shape}")
+        raise DataError(f"codes (N, D) and y (N,) expected, got {x.shape} and {y.shape}")
     return x, y
 
 
@@ -74,6 +76,19 @@ class RidgeResult:
         return {**asdict(self), "r2_mean": self.r2_mean, "r2_std": self.r2_std}
 
 
+def check_alpha(alpha: float | str) -> float | str:
+    """A ridge penalty: a number >= 0 or ``"cv"``; ConfigError naming ``--alpha`` otherwise."""
+    if alpha == "cv":
+        return alpha
+    try:
+        value = float(alpha)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--alpha: expected a number >= 0 or cv, got {alpha!r}") from None
+    if not np.isfinite(value) or value < 0:
+        raise ConfigError(f"--alpha: expected a number >= 0 or cv, got {alpha!r}")
+    return value
+
+
 def _oof_r2(x: np.ndarray, y: np.ndarray, alpha: float | str, splits: list[tuple[np.ndarray, np.ndarray]]
             ) -> tuple[float, list[float]]:
     from sklearn.metrics import r2_score
@@ -103,15 +118,19 @@ def cross_validated_r2(codes: np.ndarray, y: np.ndarray, name: str = "property",
     """
     from sklearn.model_selection import KFold
 
+    check_alpha(alpha)
+    if not isinstance(folds, int) or folds < 2:
+        raise ConfigError(f"--folds: cross-validation needs at least 2 folds, got {folds}")
     x, y = _check_xy(codes, y)
     keep = np.isfinite(y)
     x, y = x[keep], y[keep]
     if log:
         if (y <= 0).any():
-            raise ValueError(f"{name}: log needs positive values")
+            raise DataError(f"{name}: --log needs positive values; {int((y <= 0).sum())} subject(s) have values <= 0 "
+                            f"(smallest {float(y.min()):g})")
         y = np.log(y)
     if len(y) < max(folds, 3):
-        raise ValueError(f"{name}: {len(y)} subjects with a value, too few for {folds}-fold cross-validation")
+        raise DataError(f"{name}: {len(y)} subject(s) with a numeric value, too few for {folds}-fold cross-validation")
     splits = list(KFold(n_splits=folds, shuffle=True, random_state=seed).split(x))
     r2, per_fold = _oof_r2(x, y, alpha, splits)
     p_value = None
@@ -159,12 +178,13 @@ def fit_linear_direction(codes: np.ndarray, y: np.ndarray, name: str = "property
     ``alpha`` -> 0).  NaN values are left out."""
     from sklearn.linear_model import Ridge
 
+    alpha = float(check_alpha(alpha))
     x, y = _check_xy(codes, y)
     keep = np.isfinite(y)
     x, y = x[keep], y[keep]
     if len(y) < 2:
-        raise ValueError(f"{name}: need at least 2 subjects with a value to fit a direction")
+        raise DataError(f"{name}: need at least 2 subjects with a numeric value to fit a direction, got {len(y)}")
     reg = Ridge(alpha=alpha).fit(x, y)
     if not np.any(reg.coef_):
-        raise ValueError(f"{name}: the fitted direction is zero (constant property?)")
+        raise DataError(f"{name}: the fitted direction is zero (a constant property?)")
     return LinearDirection(name, reg.coef_.astype(np.float64), float(reg.intercept_), float(reg.score(x, y)), alpha)
