@@ -169,8 +169,6 @@ def _cmd_latent(args: argparse.Namespace) -> int:
                             reference=args.reference)
         measured = "" if trav.measured is None else f"; measured {', '.join(f'{v:.1f}' for v in trav.measured)}"
         print(f"traversal written to {args.out} (targets {', '.join(f'{v:.1f}' for v in trav.targets)}{measured})")
-        for w in trav.warnings:
-            print(f"warning: {w}", file=sys.stderr)
     return 0
 
 
