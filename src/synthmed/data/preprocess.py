@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -64,6 +62,7 @@ from synthmed.data.registration import (
 from synthmed.data.splits import make_splits
 from synthmed.data.template import Template, load_template
 from synthmed.errors import ConfigError, DataError
+from synthmed.io_utils import atomic_dir
 from synthmed.progress import progress as progress_bar
 from synthmed.registry import READERS
 
@@ -353,23 +352,8 @@ def _publish(out: Path, images: np.ndarray, records: list[Record], meta: dict[st
              splits: dict[str, Any]) -> Path:
     """Write into a temporary sibling folder, then rename it onto ``out`` (replacing an old one)."""
     _check_out(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o777 & ~mask)
+    with atomic_dir(out) as tmp:
         write_prepared(tmp, images, records, meta, splits)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.rename(out, old)
-            os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,7 @@ from synthmed import __version__
 from synthmed.config import RunConfig, load_config
 from synthmed.errors import DataError, SynthmedError
 from synthmed.generate.writers import write_nifti, write_png
-from synthmed.io_utils import sha256_file, write_json_atomic
+from synthmed.io_utils import atomic_dir, sha256_file, write_json_atomic
 from synthmed.models.base import ModelFamily, get_family
 from synthmed.progress import progress as progress_bar
 from synthmed.train.checkpoint import RunFolder, check_compatible, load_checkpoint, load_nets
@@ -109,11 +107,9 @@ def generate_batch(run: LoadedRun, seeds: list[int], labels: torch.Tensor | None
     return run.family.generate_images(run.nets, z, labels.to(run.device))
 
 
-def _prepare_out(out: Path, overwrite: bool) -> Path:
+def _check_out(out: Path, overwrite: bool) -> None:
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise SynthmedError(f"{out} exists and is not empty; choose another --out or pass --overwrite")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
 
 
 def sample(run_dir: str | Path, n: int | None, out: str | Path, seed: int = 0, batch_size: int = 8,
@@ -140,16 +136,10 @@ def sample(run_dir: str | Path, n: int | None, out: str | Path, seed: int = 0, b
     if request is None and run.conditional:  # the default classes, recorded in the manifest too
         request = torch.cat([preview_labels(run.conditioning, 1, seed + i) for i in range(n)])
     out = Path(out)
-    tmp = _prepare_out(out, overwrite)
-    try:
+    _check_out(out, overwrite)
+    with atomic_dir(out) as tmp:
         rows = _write_samples(run, n, tmp, seed, batch_size, progress, request)
         _write_manifest(run, rows, tmp, seed, n)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out
 
 

@@ -15,8 +15,6 @@ import csv
 import hashlib
 import json
 import logging
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ import numpy as np
 from synthmed.config import RunConfig
 from synthmed.data.prepared import PreparedDataset
 from synthmed.errors import SynthmedError
-from synthmed.io_utils import write_json_atomic
+from synthmed.io_utils import atomic_dir, write_json_atomic
 from synthmed.protocol.config import Candidate, ProtocolConfig
 from synthmed.utility.stats import one_way_anova, pairwise_t_tests, t_interval
 
@@ -142,9 +140,7 @@ def write_pool(ds: PreparedDataset, runs: dict[str, str], counts: dict[int, int]
     loaded = {p: load_run(p, device=device) for p in dict.fromkeys(runs.values())}
     plan = [(c, runs[ds.classes[c]], n) for c, n in counts.items()] if labelled else [
         (None, runs[ALL], int(sum(counts.values())))]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         rows, is3d = [], ds.spatial_dims == 3
         affine = ds.affine
         for k in range(n_sets):
@@ -182,12 +178,6 @@ def write_pool(ds: PreparedDataset, runs: dict[str, str], counts: dict[int, int]
             "runs": {k: {"run": p, "checkpoint_sha256": loaded[p].checkpoint_sha256, "step": loaded[p].step}
                      for k, p in by_class.items()},
             "trained_on": ds.meta.get("derived_from", {}).get("path") or str(ds.root.resolve())})
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out
 
 

@@ -5,28 +5,18 @@ CSVs (``ranking.csv``, ``ranking_tests.csv``, ``conditioning.csv``, ``conditioni
 from __future__ import annotations
 
 import copy
-import csv
-import io
 import logging
 import math
 from pathlib import Path
 from typing import Any
 
-from synthmed.io_utils import write_text_atomic
+from synthmed.io_utils import csv_text, write_text_atomic
 from synthmed.report.html import Estimate, Figure, KeyValues, Report, Table, Text, write_report
 from synthmed.utility.stats import Interval
 
 log = logging.getLogger(__name__)
 
 _SHOWN = ("fid", "kid", "mmd_rbf", "precision", "recall", "density", "coverage")
-
-
-def _csv(rows: list[list[Any]], header: list[str]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    w.writerows([["" if v is None else v for v in row] for row in rows])
-    return buf.getvalue()
 
 
 def _num(v: Any) -> float:
@@ -145,18 +135,18 @@ def sweep_test_rows(results: dict[str, Any]) -> list[list[Any]]:
 
 def write_csvs(results: dict[str, Any], out: Path) -> None:
     header, rows = ranking_rows(results)
-    write_text_atomic(out / "ranking.csv", _csv(rows, header))
-    write_text_atomic(out / "ranking_tests.csv", _csv(ranking_test_rows(results), [
+    write_text_atomic(out / "ranking.csv", csv_text(rows, header))
+    write_text_atomic(out / "ranking_tests.csv", csv_text(ranking_test_rows(results), [
         "metric", "test", "a", "b", "statistic", "df", "p", "p_corrected", "significant"]))
     if "conditioning" in results:
-        write_text_atomic(out / "conditioning.csv", _csv(conditioning_rows(results), CONDITIONING_HEADER))
-        write_text_atomic(out / "conditioning_tests.csv", _csv(conditioning_test_rows(results),
+        write_text_atomic(out / "conditioning.csv", csv_text(conditioning_rows(results), CONDITIONING_HEADER))
+        write_text_atomic(out / "conditioning_tests.csv", csv_text(conditioning_test_rows(results),
                                                                 CONDITIONING_TESTS_HEADER))
     if "sweeps" in results:
-        write_text_atomic(out / "sweeps.csv", _csv(sweep_rows(results), [
+        write_text_atomic(out / "sweeps.csv", csv_text(sweep_rows(results), [
             "sweep", "value", "composition", "seeds", "auc_real_mean", "auc_real_sd", "auc_syn_mean", "auc_syn_sd",
             "gap_mean", "gap_sd", "delta_syn_mean", "delta_syn_sd"]))
-        write_text_atomic(out / "sweep_tests.csv", _csv(sweep_test_rows(results), [
+        write_text_atomic(out / "sweep_tests.csv", csv_text(sweep_test_rows(results), [
             "sweep", "composition", "quantity", "first", "last", "n_first", "n_last", "u", "p_two_sided",
             "p_less", "p_greater"]))
 

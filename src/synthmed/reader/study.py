@@ -26,8 +26,6 @@ import json
 import os
 import re
 import secrets
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +35,7 @@ import numpy as np
 
 from synthmed import __version__
 from synthmed.errors import DataError
-from synthmed.io_utils import atomic_path, write_json_atomic
+from synthmed.io_utils import atomic_dir, atomic_path, write_json_atomic
 from synthmed.reader.render import PlaneLayout, plane_layouts, window_uint8
 
 FORMAT = "synthmed-reader-study"
@@ -293,9 +291,7 @@ def _write_folder(out: Path, pixels: np.ndarray, meta: dict[str, Any], truth: li
     """Write everything into a temporary sibling folder, then rename it into place."""
     from synthmed.reader.store import AnswerStore
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:  # an existing (empty, checked by the caller) folder is replaced
         np.save(tmp / IMAGES_NPY, pixels)
         with open(tmp / TRUTH_CSV, "w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=TRUTH_COLUMNS)
@@ -306,12 +302,6 @@ def _write_folder(out: Path, pixels: np.ndarray, meta: dict[str, Any], truth: li
         AnswerStore(tmp / ANSWERS_DB).close()
         write_json_atomic(tmp / STUDY_JSON, meta)
         os.chmod(tmp, 0o755)
-        if out.is_dir():
-            out.rmdir()  # empty (checked by the caller)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------

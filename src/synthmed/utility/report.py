@@ -6,13 +6,11 @@ protocol``) can embed them; :func:`write_utility_report` writes the stand-alone 
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from pathlib import Path
 from typing import Any
 
-from synthmed.io_utils import write_text_atomic
+from synthmed.io_utils import csv_text, write_text_atomic
 from synthmed.report.html import Estimate, Figure, KeyValues, Report, Section, Table, Text, write_report
 from synthmed.utility.compositions import COMPOSITIONS
 from synthmed.utility.metrics import METRIC_NAMES
@@ -33,14 +31,6 @@ def _gap(rec: dict[str, Any], records: list[dict[str, Any]], baseline: str) -> f
         return None
     a, b = base["metrics"].get("auc"), rec["metrics"].get("auc")
     return None if a is None or b is None else a - b
-
-
-def _csv(rows: list[list[Any]], header: list[str]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    w.writerows([["" if v is None else v for v in row] for row in rows])
-    return buf.getvalue()
 
 
 def per_fold_rows(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
@@ -80,20 +70,20 @@ def _tests_rows(summary: dict[str, Any]) -> list[list[Any]]:
 def write_csvs(results: dict[str, Any], out: Path) -> None:
     """``per_fold_metrics.csv``, ``summary.csv``, ``tests.csv``, ``training_history.csv``."""
     header, rows = per_fold_rows(results)
-    write_text_atomic(out / "per_fold_metrics.csv", _csv(rows, header))
+    write_text_atomic(out / "per_fold_metrics.csv", csv_text(rows, header))
     s = results["summary"]
     srows = [[c, m, iv["mean"], iv["low"], iv["high"], iv["n"], iv["sd"]]
              for m, by in s["intervals"].items() for c, iv in by.items()]
     srows += [[c, "auc_real_minus_auc", iv["mean"], iv["low"], iv["high"], iv["n"], iv["sd"]]
               for c, iv in s["auc_real_minus_auc"].items()]
     srows += [[c, "delta_syn", iv["mean"], iv["low"], iv["high"], iv["n"], iv["sd"]] for c, iv in s["delta_syn"].items()]
-    write_text_atomic(out / "summary.csv", _csv(srows, ["composition", "metric", "mean", "ci_low", "ci_high", "n", "sd"]))
-    write_text_atomic(out / "tests.csv", _csv(_tests_rows(s), ["metric", "test", "a", "b", "statistic", "df", "p",
+    write_text_atomic(out / "summary.csv", csv_text(srows, ["composition", "metric", "mean", "ci_low", "ci_high", "n", "sd"]))
+    write_text_atomic(out / "tests.csv", csv_text(_tests_rows(s), ["metric", "test", "a", "b", "statistic", "df", "p",
                                                                "p_corrected", "significant"]))
     hist = [[r["composition"], r["fold"], h.get("epoch"), h.get("iteration"), h.get("train_loss"), h.get("val_loss")]
             for r in results["records"] for h in r.get("history", [])]
     write_text_atomic(out / "training_history.csv",
-                      _csv(hist, ["composition", "fold", "epoch", "iteration", "train_loss", "val_loss"]))
+                      csv_text(hist, ["composition", "fold", "epoch", "iteration", "train_loss", "val_loss"]))
 
 
 def _setup(results: dict[str, Any]) -> list[Any]:
