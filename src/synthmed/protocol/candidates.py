@@ -181,14 +181,17 @@ def write_pool(ds: PreparedDataset, runs: dict[str, str], counts: dict[int, int]
     return out
 
 
-def evaluate_candidate(ds: PreparedDataset, pool: Path, name: str, out: Path, cfg: ProtocolConfig,
-                       device: str, progress: bool, n_real: int) -> dict[str, Any]:
-    """:func:`synthmed.evaluate.runner.evaluate` of one candidate's pool; its feature metrics
-    (with the per-set values) from the report's ``metrics.json``."""
+def evaluate_candidate(ds: PreparedDataset, runs: dict[str, str], counts: dict[int, int], pool: Path, name: str,
+                       out: Path, cfg: ProtocolConfig, device: str, progress: bool) -> dict[str, Any]:
+    """Sample ``runs`` into the pool of ``evaluation.n_sets`` sets (:func:`write_pool`), then
+    :func:`synthmed.evaluate.runner.evaluate` it; the feature metrics (with the per-set values, and per
+    class when the sets are labelled) from the report's ``metrics.json``."""
     from synthmed.evaluate.fidelity import FidelityOptions
     from synthmed.evaluate.runner import EvaluateOptions, evaluate
 
     e = cfg.evaluation
+    n_real = int(sum(counts.values()))
+    write_pool(ds, runs, counts, e.n_sets, pool, cfg.seed, device, e.batch_size)
     fo = FidelityOptions(extractor=e.extractor, weights=e.weights or None, extractor_iterations=e.extractor_iterations)
     opts = EvaluateOptions(split=e.split, n_sets=e.n_sets, set_size=n_real, max_real=e.max_real or None, fidelity=fo,
                            image_metrics=e.image_metrics, privacy=e.privacy, ssim_queries=e.ssim_queries,
@@ -197,7 +200,7 @@ def evaluate_candidate(ds: PreparedDataset, pool: Path, name: str, out: Path, cf
     html = evaluate(ds.root, pool, out, opts, names=[name])
     results = json.loads((out / "metrics.json").read_text(encoding="utf-8"))["results"]
     src = results["sources"][name]
-    out = {"report": str(html), "feature_space": results["feature_space"],
+    out = {"report": str(html), "pool": str(pool), "feature_space": results["feature_space"],
            "feature_metrics": {r["metric"]: r for r in src["feature_metrics"]}, "set_sizes": src["set_sizes"],
            "timing": results.get("timing", {})}
     if "per_class_feature_metrics" in src:  # labelled sets: every metric per class too

@@ -268,7 +268,7 @@ def _stage_candidates(cfg: ProtocolConfig, candidates: list[Candidate], ds: Prep
 def _stage_evaluation(cfg: ProtocolConfig, candidates: list[Candidate], ds: PreparedDataset, out: Path,
                       store: StageStore, base: dict[str, Any], trained: dict[str, Any], device: str, progress: bool,
                       say: Callable[[str], None]) -> dict[str, Any]:
-    from synthmed.protocol.candidates import evaluate_candidate, write_pool
+    from synthmed.protocol.candidates import evaluate_candidate
 
     rows, counts = _real_counts(ds, cfg)
     res: dict[str, Any] = {}
@@ -287,10 +287,9 @@ def _stage_evaluation(cfg: ProtocolConfig, candidates: list[Candidate], ds: Prep
         pool = out / "pools" / cand.name
         say(f"(b) candidate {i + 1}/{len(candidates)} {cand.name}: {cfg.evaluation.n_sets} synthetic sets of "
             f"{len(rows)} ({_mix(ds, counts, runs)}) -> {pool}")
-        write_pool(ds, runs, counts, cfg.evaluation.n_sets, pool, cfg.seed, device, cfg.evaluation.batch_size)
-        say(f"(b) evaluating {cand.name} -> {out / 'evaluation' / cand.name}")
-        ev = evaluate_candidate(ds, pool, cand.name, out / "evaluation" / cand.name, cfg, device, progress, len(rows))
-        ev.update(pool=str(pool), per_class=counts and {ds.classes[c]: n for c, n in counts.items()},
+        ev = evaluate_candidate(ds, runs, counts, pool, cand.name, out / "evaluation" / cand.name, cfg, device,
+                                progress)
+        ev.update(per_class=counts and {ds.classes[c]: n for c, n in counts.items()},
                   seconds=round(time.perf_counter() - t, 1))
         res[cand.name] = store.put(name, settings, ev)
     return res
@@ -325,7 +324,7 @@ def _stage_conditioning(cfg: ProtocolConfig, winner: Candidate, ds: PreparedData
                         base: dict[str, Any], trained: dict[str, Any], device: str, progress: bool,
                         say: Callable[[str], None]) -> dict[str, Any]:
     """Stage (d): the winner with every conditioning method, evaluated per class, ranked."""
-    from synthmed.protocol.candidates import evaluate_candidate, train_runs, write_pool
+    from synthmed.protocol.candidates import evaluate_candidate, train_runs
     from synthmed.protocol.conditioning import rank_methods
 
     k = cfg.conditioning
@@ -354,12 +353,10 @@ def _stage_conditioning(cfg: ProtocolConfig, winner: Candidate, ds: PreparedData
         t_train = time.perf_counter() - t
         pool = out / "conditioning" / "pools" / method
         say(f"(d) {method}: {cfg.evaluation.n_sets} labelled synthetic sets of {len(rows)} "
-            f"({_mix(ds, counts, runs)}) -> {pool}")
-        write_pool(ds, runs, counts, cfg.evaluation.n_sets, pool, cfg.seed, device, cfg.evaluation.batch_size)
-        target = out / "conditioning" / "evaluation" / method
-        say(f"(d) evaluating {method} per class -> {target}")
-        ev = evaluate_candidate(ds, pool, method, target, cfg, device, progress, len(rows))
-        ev.update(runs=runs, pool=str(pool), reused_candidate_runs=reuse, checkpoints=_checkpoints(runs),
+            f"({_mix(ds, counts, runs)}) -> {pool}, then evaluated")
+        ev = evaluate_candidate(ds, runs, counts, pool, method, out / "conditioning" / "evaluation" / method, cfg,
+                                device, progress)
+        ev.update(runs=runs, reused_candidate_runs=reuse, checkpoints=_checkpoints(runs),
                   train_seconds=round(t_train, 1), seconds=round(time.perf_counter() - t, 1))
         methods[method] = store.put(name, settings, ev)
     ranking = rank_methods(methods, cfg)
