@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -54,6 +54,22 @@ def concat_label(z: Tensor, code: Tensor | None, embed: LabelEmbedding | None) -
     if code is None:
         raise ValueError(f"this generator is conditional ({embed.num_classes} classes): pass a label code")
     return torch.cat([z, embed(code.to(z.dtype))], 1)
+
+
+def discriminator_outputs(out: Tensor, h: Tensor, code: Tensor | None, outputs: int,
+                          projection: Callable[[Tensor, Tensor], Tensor] | None,
+                          class_head: Callable[[Tensor], Tensor] | None) -> Tensor | tuple[Tensor, Tensor]:
+    """A conditional discriminator's outputs from its unconditional logits ``out`` (B, outputs) and
+    features ``h``: (B,) when ``outputs`` is 1, plus the projection term ``projection(h, code)``
+    (Miyato & Koyama 2018), and with an auxiliary classifier also ``class_head(h)`` (B, K)."""
+    out = out[:, 0] if outputs == 1 else out
+    if projection is not None:
+        if code is None:
+            raise ValueError("a projection discriminator needs the label code of its input")
+        out = out + projection(h, code)
+    if class_head is not None:
+        return out, class_head(h)
+    return out
 
 
 class ProjectionHead(nn.Module):

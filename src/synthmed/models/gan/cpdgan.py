@@ -19,9 +19,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from synthmed.models.gan.pggan import PGGANFinalBlock, level_channels
+from synthmed.models.gan.pggan import PGGANFinalBlock, init_levels, level_channels
 from synthmed.nn import check_spatial_dims, expand_size, plan_resolution
-from synthmed.nn.conditional import LabelEmbedding
 from synthmed.nn.progressive import ConditionalPixelNorm, EqualizedConv, EqualizedLinear, downsample, upsample
 
 
@@ -44,14 +43,8 @@ class CPDGenerator(nn.Module):
                  max_channels: int = 512, num_classes: int = 0, label_embedding_dim: int = 0,
                  negative_slope: float = 0.2) -> None:
         super().__init__()
-        self.spatial_dims = check_spatial_dims(spatial_dims)
-        self.size = expand_size(size, spatial_dims)
-        self.start_shape, n_up = plan_resolution(self.size, spatial_dims)
-        self.n_levels = n_up + 1
-        self.latent_dim, self.num_classes = latent_dim, num_classes
-        self.channels = level_channels(self.n_levels, base_channels, max_channels)
-        self.label_embed = LabelEmbedding(num_classes, label_embedding_dim) if num_classes else None
-        s_dim = latent_dim + (self.label_embed.out_dim if self.label_embed is not None else 0)
+        s_dim = init_levels(self, spatial_dims, size, latent_dim, base_channels, max_channels, num_classes,
+                            label_embedding_dim)
         c0 = self.channels[0]
         self.act = nn.LeakyReLU(negative_slope)
         self.dense = EqualizedLinear(s_dim, c0 * math.prod(self.start_shape), gain=math.sqrt(2) / 4)

@@ -23,7 +23,13 @@ from synthmed.nn import (
     expand_size,
     plan_resolution,
 )
-from synthmed.nn.conditional import ClassHead, LabelEmbedding, ProjectionHead, concat_label
+from synthmed.nn.conditional import (
+    ClassHead,
+    LabelEmbedding,
+    ProjectionHead,
+    concat_label,
+    discriminator_outputs,
+)
 from synthmed.nn.resolution import stage_channels
 
 
@@ -103,12 +109,5 @@ class DCGANDiscriminator(nn.Module):
     def forward(self, x: Tensor, code: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
         check_image_shape(x, 1, self.size)
         h = self.body(x)
-        out = self.head(h).reshape(x.shape[0], -1)
-        out = out[:, 0] if self.outputs == 1 else out
-        if self.projection is not None:
-            if code is None:
-                raise ValueError("a projection discriminator needs the label code of its input")
-            out = out + self.projection(h, code)
-        if self.class_head is not None:
-            return out, self.class_head(h)
-        return out
+        return discriminator_outputs(self.head(h).reshape(x.shape[0], -1), h, code, self.outputs, self.projection,
+                                     self.class_head)

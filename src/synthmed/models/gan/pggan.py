@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from synthmed.nn import check_spatial_dims, expand_size, plan_resolution, stage_channels
-from synthmed.nn.conditional import LabelEmbedding, concat_label
+from synthmed.nn.conditional import LabelEmbedding, concat_label, discriminator_outputs
 from synthmed.nn.progressive import (
     EqualizedConv,
     EqualizedLinear,
@@ -86,6 +86,21 @@ def level_channels(n_levels: int, base_channels: int, max_channels: int) -> list
     return stage_channels(n_levels, base_channels, max_channels)
 
 
+def init_levels(net: nn.Module, spatial_dims: int, size: int | Sequence[int], latent_dim: int, base_channels: int,
+                max_channels: int, num_classes: int, label_embedding_dim: int) -> int:
+    """The level plan and label input shared by the level-wise generators (PGGAN, cpD-GAN, StyleGAN-lite):
+    sets ``spatial_dims``, ``size``, ``start_shape``, ``n_levels``, ``latent_dim``, ``num_classes``,
+    ``channels`` and ``label_embed`` on ``net``; returns the input width (z plus the label embedding)."""
+    net.spatial_dims = check_spatial_dims(spatial_dims)
+    net.size = expand_size(size, spatial_dims)
+    net.start_shape, n_up = plan_resolution(net.size, spatial_dims)
+    net.n_levels = n_up + 1
+    net.latent_dim, net.num_classes = latent_dim, num_classes
+    net.channels = level_channels(net.n_levels, base_channels, max_channels)
+    net.label_embed = LabelEmbedding(num_classes, label_embedding_dim) if num_classes else None
+    return latent_dim + (net.label_embed.out_dim if net.label_embed is not None else 0)
+
+
 class PGGANGenerator(ProgressiveNet):
     """Progressive generator (see the module docstring).
 
@@ -107,14 +122,8 @@ class PGGANGenerator(ProgressiveNet):
                  base_channels: int = 128, max_channels: int = 512, num_classes: int = 0,
                  label_embedding_dim: int = 0, start_level: int = 0, negative_slope: float = 0.2) -> None:
         super().__init__()
-        self.spatial_dims = check_spatial_dims(spatial_dims)
-        self.size = expand_size(size, spatial_dims)
-        self.start_shape, n_up = plan_resolution(self.size, spatial_dims)
-        self.n_levels = n_up + 1
-        self.latent_dim, self.num_classes = latent_dim, num_classes
-        self.channels = level_channels(self.n_levels, base_channels, max_channels)
-        self.label_embed = LabelEmbedding(num_classes, label_embedding_dim) if num_classes else None
-        in_dim = latent_dim + (self.label_embed.out_dim if self.label_embed is not None else 0)
+        in_dim = init_levels(self, spatial_dims, size, latent_dim, base_channels, max_channels, num_classes,
+                             label_embedding_dim)
         c0 = self.channels[0]
         self.norm = PixelNorm()
         act = nn.LeakyReLU(negative_slope)
@@ -171,15 +180,8 @@ class PGGANFinalBlock(nn.Module):
 
     def forward(self, h: Tensor, code: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
         v = self.body(h).flatten(1)
-        out = self.out(v)
-        out = out[:, 0] if self.outputs == 1 else out
-        if self.embed is not None:
-            if code is None:
-                raise ValueError("a projection discriminator needs the label code of its input")
-            out = out + (self.embed(code.to(v.dtype)) * v).sum(1)  # Miyato & Koyama 2018
-        if self.class_out is not None:
-            return out, self.class_out(v)
-        return out
+        projection = None if self.embed is None else (lambda v, code: (self.embed(code.to(v.dtype)) * v).sum(1))
+        return discriminator_outputs(self.out(v), v, code, self.outputs, projection, self.class_out)
 
 
 class PGGANDiscriminator(ProgressiveNet):

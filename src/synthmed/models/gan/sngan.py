@@ -26,7 +26,13 @@ from synthmed.nn import (
     plan_resolution,
     stage_channels,
 )
-from synthmed.nn.conditional import ClassHead, LabelEmbedding, ProjectionHead, concat_label
+from synthmed.nn.conditional import (
+    ClassHead,
+    LabelEmbedding,
+    ProjectionHead,
+    concat_label,
+    discriminator_outputs,
+)
 
 
 class SNGANGenerator(nn.Module):
@@ -181,12 +187,5 @@ class SNGANDiscriminator(nn.Module):
     def forward(self, x: Tensor, code: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
         """Raw logits (B,) [(B, outputs)]; with ``ac`` also class logits (B, K)."""
         h = self.features(x)
-        out = self.head(h).reshape(x.shape[0], -1)
-        out = out[:, 0] if self.outputs == 1 else out
-        if self.projection is not None:
-            if code is None:
-                raise ValueError("a projection discriminator needs the label code of its input")
-            out = out + self.projection(h, code)
-        if self.class_head is not None:
-            return out, self.class_head(h)
-        return out
+        return discriminator_outputs(self.head(h).reshape(x.shape[0], -1), h, code, self.outputs, self.projection,
+                                     self.class_head)

@@ -23,9 +23,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from synthmed.models.gan.pggan import level_channels
-from synthmed.nn import check_spatial_dims, expand_size, plan_resolution
-from synthmed.nn.conditional import LabelEmbedding, concat_label
+from synthmed.models.gan.pggan import init_levels
+from synthmed.nn.conditional import concat_label
 from synthmed.nn.progressive import (
     AdaIN,
     EqualizedConv,
@@ -74,15 +73,9 @@ class StyleGenerator(nn.Module):
                  mapping_layers: int = 2, base_channels: int = 64, max_channels: int = 512, num_classes: int = 0,
                  label_embedding_dim: int = 0, negative_slope: float = 0.2) -> None:
         super().__init__()
-        self.spatial_dims = check_spatial_dims(spatial_dims)
-        self.size = expand_size(size, spatial_dims)
-        self.start_shape, n_up = plan_resolution(self.size, spatial_dims)
-        self.n_levels = n_up + 1
-        self.latent_dim, self.num_classes = latent_dim, num_classes
+        in_dim = init_levels(self, spatial_dims, size, latent_dim, base_channels, max_channels, num_classes,
+                             label_embedding_dim)
         self.w_dim = w_dim or latent_dim
-        self.channels = level_channels(self.n_levels, base_channels, max_channels)
-        self.label_embed = LabelEmbedding(num_classes, label_embedding_dim) if num_classes else None
-        in_dim = latent_dim + (self.label_embed.out_dim if self.label_embed is not None else 0)
         self.norm = PixelNorm()
         layers: list[nn.Module] = []
         for i in range(mapping_layers):
