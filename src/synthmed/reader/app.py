@@ -264,10 +264,6 @@ def serve(study_dir: str | Path, host: str = "127.0.0.1", port: int = 8765, out:
         server = make_server(host, port, app, threaded=True)
     except (OSError, SystemExit) as e:
         raise SynthmedError(f"cannot listen on {host}:{port} ({e})") from None
-    # Ctrl-C stops at once instead of waiting for open connections' handler threads (a browser's idle
-    # keep-alive connection could hold server_close for long); an answer in flight is either committed
-    # to the WAL database or not recorded at all.
-    server.block_on_close = False
     links = study_links(study, f"http://{_display_host(host)}:{server.server_port}")
     print(f"serving reader study {Path(study_dir)} ({study.n_items} images per reader); Ctrl-C stops", file=out)
     for name, url in links["readers"].items():
