@@ -34,8 +34,11 @@ def _http(port: int, method: str, path: str, body: str | None = None) -> tuple[i
 def _serve(study: Path) -> tuple[subprocess.Popen, dict[str, str]]:
     """Start `synthmed reader serve STUDY --port 0` and read the links it prints."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    # SIGINT back to its default in the child: a test run started in the background of a non-interactive
+    # shell inherits SIGINT ignored, and the Ctrl-C below would then not reach the server
     proc = subprocess.Popen([sys.executable, "-m", "synthmed", "reader", "serve", str(study), "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     links: dict[str, str] = {}
     deadline = time.monotonic() + 30
     assert proc.stdout is not None
