@@ -79,7 +79,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
     out = sample(args.run, args.n, args.out, seed=args.seed, batch_size=args.batch_size,
                  checkpoint=args.checkpoint, device=args.device, overwrite=args.overwrite,
-                 progress=not args.no_progress, labels=args.label, labels_from=args.labels_from)
+                 progress=not args.no_progress, labels=args.label, labels_from=args.labels_from,
+                 ema=not args.no_ema)
     print(f"synthetic images written to {out}")
     return 0
 
@@ -172,6 +173,29 @@ def _cmd_latent(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_reference(args: argparse.Namespace) -> int:
+    from synthmed import reference as ref
+
+    if args.reference_command == "list":
+        print(ref.list_text(Path(args.data_root)))
+    elif args.reference_command == "run":
+        opts = ref.ReferenceOptions(work=Path(args.work), data_root=Path(args.data_root),
+                                    data=Path(args.data) if args.data else None, overrides=args.set or [],
+                                    n_sets=args.n_sets, device=args.device,
+                                    extractor_iterations=args.extractor_iterations, seed=args.seed,
+                                    batch_size=args.batch_size, progress=not args.no_progress)
+        result = ref.run_reference(args.name, opts)
+        print(ref.summary_text(result))
+        print(f"result written to {Path(args.work) / 'runs' / args.name / 'reference' / 'result.json'}")
+    else:
+        text = ref.results_table(args.dirs, args.out)
+        if args.out:
+            print(f"table of {len(text.splitlines()) - 2} run(s) written to {args.out}")
+        else:
+            print(text, end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="synthmed", description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--version", action="version", version=f"synthmed {__version__}")
@@ -227,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--labels-from", metavar="CSV", help="conditional runs: one label per row, or class,count rows")
     s.add_argument("--batch-size", type=int, default=8)
     s.add_argument("--checkpoint", help="checkpoint file (default RUN/checkpoints/last.pt)")
+    s.add_argument("--no-ema", action="store_true",
+                   help="runs trained with train.ema_kimg > 0: sample the raw generator instead of its weight average")
     s.add_argument("--device", default="auto")
     s.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     s.add_argument("--no-progress", action="store_true")
@@ -350,6 +376,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=_cmd_demo)
+
+    s = sub.add_parser("reference", help="reference runs (issue 13): train a shipped reference config on public "
+                                         "data, evaluate it against the held-out test split, tabulate the results")
+    refs = s.add_subparsers(dest="reference_command", required=True)
+    r = refs.add_parser("list", help="the shipped reference configs and the datasets they prepare")
+    r.add_argument("--data-root", default="../shared/data", help="the shared public data (default ../shared/data)")
+    r = refs.add_parser("run", help="prepare the data, train (or resume), evaluate; writes RUN/reference/result.json")
+    r.add_argument("name", help="reference config name (see `synthmed reference list`)")
+    r.add_argument("--work", required=True, help="work folder: prepared/<dataset> and runs/<NAME>")
+    r.add_argument("--data-root", default="../shared/data", help="the shared public data (default ../shared/data)")
+    r.add_argument("--data", help="an already prepared dataset folder to use instead of preparing one")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. train.iterations=100")
+    r.add_argument("--n-sets", type=int, default=5, help="synthetic sets and floor subsets, each the test split's size")
+    r.add_argument("--extractor-iterations", type=int, default=1000,
+                   help="training iterations of the dataset's in-domain feature extractor (as synthmed evaluate)")
+    r.add_argument("--seed", type=int, default=0, help="seed of the extractor and the floor subsets")
+    r.add_argument("--batch-size", type=int, default=32, help="images per forward pass when sampling and extracting")
+    r.add_argument("--device", default="auto")
+    r.add_argument("--no-progress", action="store_true")
+    r = refs.add_parser("table", help="Markdown table of the result.json files under work folders")
+    r.add_argument("dirs", nargs="+", metavar="DIR", help="work folders of `synthmed reference run`")
+    r.add_argument("--out", help="Markdown file to write (links relative to it); default: print the table")
+    s.set_defaults(func=_cmd_reference)
 
     from synthmed.reader.cli import add_parser as add_reader_parser
     add_reader_parser(sub)

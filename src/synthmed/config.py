@@ -68,6 +68,21 @@ class TrainConfig:
     fid_min_iterations: int = 0
     #: stop after this many evaluations without improvement (0 = never stop early)
     fid_patience: int = 2
+    #: separate learning rates of the generator side (G, encoders) and the discriminators (D, CD);
+    #: 0 = ``lr`` (TTUR, Heusel et al. 2017; StyleGAN2-ADA trains both at 0.0025 but with R1)
+    lr_g: float = 0.0
+    lr_d: float = 0.0
+    #: exponential moving average of G's weights (StyleGAN2-ADA ``ema_kimg``): half-life in thousands of
+    #: images (0 = off); previews, FID monitoring and sampling use the average (``synthmed.train.ema``)
+    ema_kimg: float = 0.0
+    #: ramp-up of the EMA half-life (StyleGAN2-ADA ``ema_rampup``; 0 = none): at most ``images_seen x this``
+    ema_rampup: float = 0.0
+    #: R1 gradient penalty on real images, ``gamma/2 E|grad_x D(x)|^2`` (Mescheder et al. 2018; 0 = off)
+    r1_gamma: float = 0.0
+    #: lazy regularisation: the penalty every N discriminator updates, scaled by N (Karras et al. 2020)
+    r1_every: int = 1
+    #: the collapse guards (``synthmed.train.guards``): warn after this many log intervals in a row
+    guard_patience: int = 5
 
 
 @dataclass
@@ -81,6 +96,15 @@ class AugmentConfig:
     cutout_ratio: float = 0.5
     #: value of translated-in and cut-out voxels (0 as in DiffAugment; -1 is the background of prepared data)
     fill: float = 0.0
+    #: probability that each operation is applied to a sample (1 = always, as DiffAugment)
+    p: float = 1.0
+    #: adaptive augmentation (Karras et al. 2020, "ADA"): > 0 adjusts ``p`` so that the overfitting
+    #: heuristic r_t = E[sign D(real)] stays at this target (0.6 in StyleGAN2-ADA); 0 = fixed ``p``
+    ada_target: float = 0.0
+    #: iterations between adjustments of ``p`` (StyleGAN2-ADA: 4)
+    ada_interval: int = 4
+    #: how fast ``p`` can move: from 0 to 1 in this many thousand images (StyleGAN2-ADA: 500)
+    ada_kimg: float = 500.0
 
 
 @dataclass
@@ -320,13 +344,26 @@ def make_augment(cfg: RunConfig) -> Any:
     except ConfigError as e:
         raise ConfigError(f"config key 'augment.name': {e}") from None
     try:
-        return cls(policy=a.policy, translation_ratio=a.translation_ratio, cutout_ratio=a.cutout_ratio, fill=a.fill)
+        aug = cls(policy=a.policy, translation_ratio=a.translation_ratio, cutout_ratio=a.cutout_ratio, fill=a.fill)
     except (ValueError, ConfigError) as e:
         raise ConfigError(f"config section 'augment': {e}") from None
+    if not 0.0 <= a.p <= 1.0:
+        raise ConfigError(f"config key 'augment.p': expected a probability in [0, 1], got {a.p}")
+    if not 0.0 <= a.ada_target < 1.0:
+        raise ConfigError(f"config key 'augment.ada_target': expected a number in [0, 1) (0 = off), got {a.ada_target}")
+    if a.ada_interval < 1 or not a.ada_kimg > 0:
+        raise ConfigError("config keys 'augment.ada_interval' / 'augment.ada_kimg': expected a positive integer / "
+                          f"number, got {a.ada_interval} / {a.ada_kimg}")
+    if hasattr(aug, "p"):
+        aug.p = a.p
+    elif a.p != 1.0 or a.ada_target:
+        raise ConfigError(f"config key 'augment.p': augmentation {a.name!r} has no application probability")
+    return aug
 
 
 def _check_train(t: TrainConfig) -> None:
-    positive = ("iterations", "batch_size", "log_every", "sample_every", "checkpoint_every", "n_preview")
+    positive = ("iterations", "batch_size", "log_every", "sample_every", "checkpoint_every", "n_preview", "r1_every",
+                "guard_patience")
     for key in positive:
         if getattr(t, key) < 1:
             raise ConfigError(f"config key 'train.{key}': expected a positive integer, got {getattr(t, key)}")
@@ -341,6 +378,9 @@ def _check_train(t: TrainConfig) -> None:
                               f"expected one of: {', '.join(EXTRACTORS.names())}")
     if not t.lr > 0:
         raise ConfigError(f"config key 'train.lr': expected a positive number, got {t.lr}")
+    for key in ("lr_g", "lr_d", "ema_kimg", "ema_rampup", "r1_gamma"):
+        if getattr(t, key) < 0:
+            raise ConfigError(f"config key 'train.{key}': expected a non-negative number (0 = off), got {getattr(t, key)}")
     if not all(0 <= b < 1 for b in t.betas):
         raise ConfigError(f"config key 'train.betas': expected two numbers in [0, 1), got {list(t.betas)}")
 

@@ -180,3 +180,21 @@ def test_inception_score_section(prep: Path, run: Path, tmp_path: Path) -> None:
     real = load_prepared(prep).images[:]
     direct = inception_score_planes(np.asarray(real, np.float32), ext.logits, progress=False)
     assert np.isclose(scores["real"]["mean"], direct.mean, rtol=1e-4)
+
+
+def test_training_warnings_reach_the_report(prep: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run whose collapse guard fired: the evaluation of its samples shows the warning (issue 13)."""
+    import synthmed.train.guards as guards
+
+    monkeypatch.setattr(guards, "KL_COLLAPSE_NATS", 1e9)  # every KL counts as collapsed: the guard fires at once
+    cfg = load_config("vae", ["model.latent_dim=16", "model.base_channels=4", "model.max_channels=8",
+                              "train.iterations=2", "train.n_preview=2", "train.guard_patience=1"])
+    run = train(cfg, prep, tmp_path / "vae", progress=False)
+    folder = sample(run, 4, tmp_path / "s", progress=False)
+    for src in (run, folder):
+        out = tmp_path / f"rep_{src.name}"
+        html = evaluate(prep, src, out, _opts(n_sets=1, privacy=False, embeddings=(), image_metrics=False))
+        text = html.read_text(encoding="utf-8")
+        assert "Training warnings" in text and "posterior collapse" in text
+        prov = _metrics(out)["results"]["sources"][src.name]["provenance"]
+        assert prov["training_warnings"][0]["guard"] == "posterior_collapse"

@@ -162,6 +162,10 @@ class DiffAugment:
         cutout_ratio: edge of the cutout box per dimension as a fraction of the size.
         fill: value of voxels shifted in by translation and inside the cutout box (0 is the
             middle of the [-1, 1] intensity range, as in Zhao et al.; -1 is background).
+        p: probability that each operation is applied to a sample, drawn independently per sample
+            and operation (Karras et al. 2020's ``p``; 1 = always, DiffAugment's behaviour, which
+            draws no extra random numbers).  :class:`synthmed.augment.ada.AdaptiveAugment` adjusts it
+            during training.
 
     Raises:
         ValueError: for unknown operations or ratios outside [0, 1] (``synthmed.config`` turns
@@ -174,8 +178,10 @@ class DiffAugment:
         translation_ratio: float = 0.125,
         cutout_ratio: float = 0.5,
         fill: float = 0.0,
+        p: float = 1.0,
     ) -> None:
         self.policy = _parse_policy(policy)
+        self.p = _check_ratio("p", p)
         self.translation_ratio = _check_ratio("translation_ratio", translation_ratio)
         self.cutout_ratio = _check_ratio("cutout_ratio", cutout_ratio)
         self.fill = float(fill)
@@ -183,8 +189,15 @@ class DiffAugment:
     def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Augment a batch: (B, C, *S) -> (B, C, *S), any number of spatial dimensions >= 1."""
         _check_image(x)
+        p = float(self.p)
         for op in self.policy:
-            x = getattr(self, f"_random_{op}")(x, generator)
+            if p <= 0.0:
+                break
+            out = getattr(self, f"_random_{op}")(x, generator)
+            if p < 1.0:
+                keep = torch.rand(x.shape[0], generator=generator, device=_rng_device(x, generator)) < p
+                out = torch.where(keep.to(x.device).reshape((-1,) + (1,) * (x.ndim - 1)), out, x)
+            x = out
         return x
 
     def _random_intensity(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -213,5 +226,5 @@ class DiffAugment:
     def __repr__(self) -> str:
         return (
             f"DiffAugment(policy={list(self.policy)}, translation_ratio={self.translation_ratio}, "
-            f"cutout_ratio={self.cutout_ratio}, fill={self.fill})"
+            f"cutout_ratio={self.cutout_ratio}, fill={self.fill}, p={self.p})"
         )

@@ -421,6 +421,7 @@ def evaluate(real: str | Path, synthetic: str | Path | Sequence[str | Path], out
            for s in sources},
         "feature space": space,
     }, caption="What was compared, and in which feature space"))
+    _add_training_warnings(report, sources)
 
     with stage("feature metrics"):
         rows_by_source = {s.name: feature_metric_rows(real_feats, s.features, fo) for s in sources}
@@ -520,6 +521,16 @@ def evaluate(real: str | Path, synthetic: str | Path | Sequence[str | Path], out
         except RuntimeError as e:
             log.warning("report screenshot failed: %s", e)
     return html
+
+
+def _add_training_warnings(report: Report, sources: list[Source]) -> None:
+    """The collapse guards that fired while a source's model trained (``run.json`` warnings, carried
+    into ``sample.json``; see :mod:`synthmed.train.guards`), so a reader sees them beside the numbers."""
+    rows = [[s.name, w.get("step"), w.get("guard"), w.get("message")] for s in sources
+            for w in s.first.provenance.get("training_warnings") or []]
+    if rows:
+        report.add("Training warnings", Table(["source", "step", "guard", "what it means"], rows,
+                                              caption="Guards that fired while the model trained"))
 
 
 def _add_per_class(report: Report, results: dict[str, Any], ds: PreparedDataset, real_feats: np.ndarray,

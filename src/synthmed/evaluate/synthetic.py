@@ -68,19 +68,21 @@ def load_sampled_folder(folder: Path) -> SyntheticSet:
     meta = json.loads((folder / "sample.json").read_text(encoding="utf-8")) if (folder / "sample.json").is_file() else {}
     prov = {"source": str(folder.resolve()), "kind": "sampled folder", "n": len(rows),
             "model": meta.get("model"), "checkpoint_sha256": meta.get("checkpoint_sha256"),
-            "seeds": [int(r["seed"]) for r in rows if r.get("seed", "") != ""]}
+            "seeds": [int(r["seed"]) for r in rows if r.get("seed", "") != ""],
+            "training_warnings": list(meta.get("training_warnings") or [])}
     return SyntheticSet(np.clip(images, -1, 1), labels, prov)
 
 
 def sample_run(run_dir: Path, n: int, seed: int = 0, device: str = "auto", batch_size: int = 8) -> SyntheticSet:
     """Generate ``n`` images from a run folder (seeds ``seed .. seed+n-1``)."""
-    from synthmed.generate.sample import generate_batch, load_run
+    from synthmed.generate.sample import generate_batch, load_run, training_warnings
 
     run = load_run(run_dir, device=device)
     parts = [generate_batch(run, list(range(s, min(seed + n, s + batch_size)))) for s in range(seed, seed + n, batch_size)]
     prov = {"source": str(run_dir.resolve()), "kind": "run folder (sampled on the fly)", "n": n,
             "model": run.cfg.model.name, "checkpoint_sha256": run.checkpoint_sha256, "step": run.step,
-            "seeds": list(range(seed, seed + n))}
+            "seeds": list(range(seed, seed + n)), "ema": run.ema,
+            "training_warnings": training_warnings(run_dir)}
     return SyntheticSet(np.concatenate(parts).astype(np.float32), None, prov, run.data.get("train_subject_ids"))
 
 

@@ -33,6 +33,7 @@ from synthmed.models.base import ModelFamily, get_family
 from synthmed.progress import progress as progress_bar
 from synthmed.train.checkpoint import RunFolder, check_compatible, load_checkpoint, load_nets
 from synthmed.train.distributed import DistInfo, resolve_device
+from synthmed.train.ema import EMA_KEY
 from synthmed.train.loop import fill_param_defaults, preview_labels
 
 
@@ -48,6 +49,10 @@ class LoadedRun:
     checkpoint_sha256: str
     step: int
     device: torch.device
+    #: whether the generator holds the run's weight average (``G_ema``, ``train.ema_kimg > 0``)
+    ema: bool = False
+    #: the run folder
+    root: Path | None = None
 
     @property
     def conditioning(self) -> dict[str, Any]:
@@ -68,8 +73,14 @@ class LoadedRun:
         return self.conditioning["method"] in ("frozen-classifier", "ac", "projection", "cvae")
 
 
-def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, device: str = "auto") -> LoadedRun:
-    """Rebuild a run's networks from its config and checkpoint (eval mode)."""
+def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, device: str = "auto",
+             ema: bool = True) -> LoadedRun:
+    """Rebuild a run's networks from its config and checkpoint (eval mode).
+
+    Args:
+        ema: use the generator's weight average (``G_ema``) when the run kept one (StyleGAN2-ADA's
+            default for sampling); False gives the raw trained weights.
+    """
     run = RunFolder(run_dir)
     if not run.root.is_dir():
         raise SynthmedError(f"{run.root}: run folder does not exist")
@@ -86,9 +97,13 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, device: 
     dev = resolve_device(device, DistInfo())
     nets = family.build(cfg.model.params, data["spatial_dims"], shape)
     load_nets(ckpt, ckpt_path, nets)
+    use_ema = ema and EMA_KEY in ckpt["nets"]
+    if use_ema:
+        nets[family.generator_key].load_state_dict(ckpt["nets"][EMA_KEY])
     for m in nets.values():
         m.to(dev).eval()
-    return LoadedRun(cfg, family, nets, data, ckpt_path, sha256_file(ckpt_path), int(ckpt["step"]), dev)
+    return LoadedRun(cfg, family, nets, data, ckpt_path, sha256_file(ckpt_path), int(ckpt["step"]), dev, use_ema,
+                     run.root)
 
 
 def generate_batch(run: LoadedRun, seeds: list[int], labels: torch.Tensor | None = None) -> np.ndarray:
@@ -115,7 +130,7 @@ def _check_out(out: Path, overwrite: bool) -> None:
 def sample(run_dir: str | Path, n: int | None, out: str | Path, seed: int = 0, batch_size: int = 8,
            checkpoint: str | Path | None = None, device: str = "auto", overwrite: bool = False,
            progress: bool = True, labels: list[str | int] | None = None,
-           labels_from: str | Path | None = None) -> Path:
+           labels_from: str | Path | None = None, ema: bool = True) -> Path:
     """Generate ``n`` images from a run into ``out`` (NIfTI for 3D, PNG for 2D) with ``manifest.csv``.
 
     The folder appears complete or not at all (written to a temporary folder, then renamed).
@@ -125,11 +140,12 @@ def sample(run_dir: str | Path, n: int | None, out: str | Path, seed: int = 0, b
         labels: requested labels (class names or indices), assigned to the samples in turn.
         labels_from: CSV with one label per row (first column, or a ``label`` column), or ``class,count``
             rows (a ``count`` column).
+        ema: sample from the generator's weight average when the run has one (recorded in ``sample.json``).
 
     Raises:
         SynthmedError: labels for an unconditional run, unknown labels, a bad table.
     """
-    run = load_run(run_dir, checkpoint, device)
+    run = load_run(run_dir, checkpoint, device, ema=ema)
     n, request = resolve_label_request(run, n, labels, labels_from)
     if n < 1:
         raise DataError(f"--n must be at least 1, got {n}")
@@ -182,8 +198,18 @@ def _write_manifest(run: LoadedRun, rows: list[dict[str, Any]], tmp: Path, seed:
         "config": run.cfg.to_dict(), "spatial_dims": run.data["spatial_dims"], "shape": run.data["shape"],
         "affine": run.data["affine"], "spacing": run.data.get("spacing"), "trained_on": run.data.get("path"),
         "trained_on_sha256": run.data.get("images_sha256"), "conditioning": run.conditioning,
-        "label_counts": _label_counts(rows),
+        "label_counts": _label_counts(rows), "ema": run.ema,
+        "training_warnings": training_warnings(run.root) if run.root else [],
     })
+
+
+def training_warnings(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The collapse-guard warnings a run recorded in its ``run.json`` (``synthmed.train.guards``); [] if none."""
+    path = Path(run_dir) / "run.json"
+    try:
+        return list(json.loads(path.read_text(encoding="utf-8")).get("warnings") or [])
+    except (OSError, ValueError):
+        return []
 
 
 

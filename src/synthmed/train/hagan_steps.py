@@ -22,7 +22,7 @@ from synthmed.models.base import ModelFamily
 from synthmed.models.gan.conditioning import class_loss, label_code
 from synthmed.models.gan.hagan import DiscriminatorOutput, encode_subvolumes
 from synthmed.models.gan.hagan_geometry import SubVolume, downsample, random_subvolume
-from synthmed.train.steps import STEPS, Augment, Step
+from synthmed.train.steps import STEPS, Augment, Step, d_stats
 
 
 @contextlib.contextmanager
@@ -51,12 +51,14 @@ class HierarchicalStep(Step):
 
     trained: tuple[str, ...] = ("G", "D", "EH", "EG")
     accepts_labels = True
+    reports_d_signs = True
 
     def __init__(self, family: ModelFamily, cfg: RunConfig, nets: dict[str, nn.Module], device: torch.device,
                  augment: Augment | None = None) -> None:
         super().__init__(family, cfg, nets, device, augment)
-        p, lr = self.params, cfg.train.lr
-        lrs = {"G": lr, "EH": p.lr_e or lr, "EG": p.lr_e or lr, "D": p.lr_d or lr, "CD": p.lr_d or lr}
+        p, lr = self.params, self.lr_of
+        lrs = {"G": lr("G"), "EH": p.lr_e or lr("EH"), "EG": p.lr_e or lr("EG"), "D": p.lr_d or lr("D"),
+               "CD": p.lr_d or lr("CD")}
         for k, opt in self.opt.items():
             for group in opt.param_groups:
                 group["lr"] = lrs[k]
@@ -168,8 +170,7 @@ class HAGANStep(HierarchicalStep):
             loss_eg = self.params.reconstruction_weight_global * (self._l1(rec_low, x_low) + self._l1(rec_sub, x_sub))
         self.update(loss_eg, ("EG",))
         return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(), "loss_eh": loss_eh, "loss_eg": loss_eg.detach(),
-                "d_real": ((d_real.high + d_real.low) / 2).detach().float().mean(),
-                "d_fake": ((d_fake.high + d_fake.low) / 2).detach().float().mean()}
+                **d_stats((d_real.high + d_real.low) / 2, (d_fake.high + d_fake.low) / 2)}
 
 
 @STEPS.register("alpha_hagan")
@@ -219,5 +220,4 @@ class AlphaHAGANStep(HierarchicalStep):
         self.update(loss_cd, ("CD",))
         return {"loss_eh": loss_eh, "loss_eg": loss_eg.detach(), "loss_rec": rec.detach(), "loss_g_adv": adv.detach(),
                 "loss_code": code.detach(), "loss_d": loss_d.detach(), "loss_cd": loss_cd.detach(),
-                "d_real": ((d_real.high + d_real.low) / 2).detach().float().mean(),
-                "d_fake": ((d_r.high + d_r.low) / 2).detach().float().mean()}
+                **d_stats((d_real.high + d_real.low) / 2, (d_r.high + d_r.low) / 2)}

@@ -39,10 +39,26 @@ class MetricsLogger:
             self.columns = ["step", *values]
             with open(self.csv_path, "w", newline="", encoding="utf-8") as f:
                 csv.writer(f).writerow(self.columns)
+        elif any(k not in self.columns for k in values):
+            self._add_columns([k for k in values if k not in self.columns])
         with open(self.csv_path, "a", newline="", encoding="utf-8") as f:
-            csv.writer(f).writerow([step, *(f"{values.get(c, float('nan')):.6g}" for c in self.columns[1:])])
+            # a value not measured at this step (a preview-time metric between previews) is an empty cell
+            csv.writer(f).writerow([step, *(f"{values[c]:.6g}" if c in values else "" for c in self.columns[1:])])
         for k, v in values.items():
             self.tb.add_scalar(k, v, step)
+
+    def _add_columns(self, new: list[str]) -> None:
+        """A value seen for the first time (a guard that fired, a preview-time metric): rewrite the CSV
+        with the new columns, empty in the earlier rows."""
+        assert self.columns is not None
+        with open(self.csv_path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+        self.columns = [*self.columns, *new]
+        body = [r + [""] * len(new) for r in rows[1:]]
+        tmp = self.csv_path.with_name(self.csv_path.name + ".tmp")
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows([self.columns, *body])
+        tmp.replace(self.csv_path)
 
     def close(self) -> None:
         self.tb.flush()

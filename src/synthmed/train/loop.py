@@ -27,6 +27,7 @@ from synthmed.io_utils import sha256_file, write_json_atomic, write_text_atomic
 from synthmed.models.base import ModelFamily, get_family
 from synthmed.progress import progress as progress_bar
 from synthmed.train import distributed as D
+from synthmed.augment.ada import AdaptiveAugment
 from synthmed.train.checkpoint import (
     RunFolder,
     check_compatible,
@@ -36,6 +37,8 @@ from synthmed.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from synthmed.train.ema import EMA_KEY, GeneratorEMA, with_ema
+from synthmed.train.guards import Guards, diversity_ratio
 from synthmed.train.logger import MetricsLogger
 from synthmed.train.sampler import IndexStream
 from synthmed.train.steps import Step, make_step
@@ -63,6 +66,16 @@ class Session:
     labels: torch.Tensor | None = None
     #: what the run's conditioning is (``run.json``, ``data.json``, checkpoint); None for unconditional families
     conditioning: dict[str, Any] | None = None
+    #: the generator's weight average (``train.ema_kimg > 0``); its module is also ``nets["G_ema"]``
+    ema: GeneratorEMA | None = None
+    #: the adaptive augmentation controller (``augment.ada_target > 0``)
+    ada: AdaptiveAugment | None = None
+    guards: Guards | None = None
+
+    @property
+    def sampling_nets(self) -> dict[str, torch.nn.Module]:
+        """The networks previews and FID monitoring sample from: the averaged generator when there is one."""
+        return with_ema(self.nets, self.family.generator_key)
 
 
 def data_summary(ds: PreparedDataset, rows: np.ndarray, cfg: RunConfig) -> dict[str, Any]:
@@ -160,10 +173,28 @@ def _build(cfg: RunConfig, data_dir: Path, out_dir: Path, info: D.DistInfo) -> S
     nets = D.wrap_ddp(raw, info, device)
     augment = make_augment(cfg) if cfg.augment.enabled else None
     step = make_step(family, cfg, nets, device, augment)
+    if cfg.train.r1_gamma > 0 and not step.supports_r1:
+        raise ConfigError(f"config key 'train.r1_gamma': model {cfg.model.name!r} trains with the {family.step!r} step, "
+                          "which does not take the R1 penalty (it applies to the 'gan' and 'alpha_gan' steps: sngan, "
+                          "alpha_sngan, dcgan); set train.r1_gamma=0")
+    if cfg.augment.ada_target > 0 and not step.reports_d_signs:
+        raise ConfigError(f"config key 'augment.ada_target': model {cfg.model.name!r} ({family.step!r} step) reports no "
+                          "discriminator signs for adaptive augmentation; set augment.ada_target=0")
     stream = IndexStream(len(rows), cfg.train.seed, info.rank, info.world_size)
     torch.manual_seed(cfg.train.seed + 7919 * info.rank)  # different latents on every rank
+    ema = None
+    if cfg.train.ema_kimg > 0:
+        ema = GeneratorEMA(raw[family.generator_key], cfg.train.ema_kimg, cfg.train.ema_rampup)
+        raw[EMA_KEY] = ema.module
+    ada = None
+    if cfg.augment.ada_target > 0:
+        if augment is None:
+            raise ConfigError("config key 'augment.ada_target': adaptive augmentation needs augment.enabled=true")
+        a = cfg.augment
+        ada = AdaptiveAugment(augment, a.ada_target, a.ada_interval, a.ada_kimg, cfg.train.batch_size * info.world_size)
     return Session(cfg, family, ds, images, raw, step, stream, RunFolder(out_dir), info, device, rows,
-                   labels=labels, conditioning=conditioning)
+                   labels=labels, conditioning=conditioning, ema=ema, ada=ada,
+                   guards=Guards(cfg.train.guard_patience))
 
 
 def _save(sess: Session, step_no: int, path: Path | None = None) -> None:
@@ -176,6 +207,8 @@ def _save(sess: Session, step_no: int, path: Path | None = None) -> None:
                                "rng": states, "world_size": sess.info.world_size,
                                "data_sha256": ds.meta.get("images_sha256"),
                                "fid_state": sess.fid.state.to_dict() if sess.fid else None,
+                               "ada": sess.ada.state_dict() if sess.ada else None,
+                               "guards": sess.guards.state_dict() if sess.guards else None,
                                "config": sess.cfg.to_dict(), "conditioning": sess.conditioning})
     D.barrier(sess.info)
 
@@ -189,7 +222,17 @@ def _restore(sess: Session) -> tuple[int, dict[str, Any]]:
         raise CheckpointError(f"{path}: run was trained on other data (images_sha256 differs from {ds.root})")
     if ckpt.get("world_size", 1) != sess.info.world_size:
         raise CheckpointError(f"{path}: run used {ckpt.get('world_size', 1)} processes; resume with the same number")
-    load_nets(ckpt, path, sess.nets)
+    nets = sess.nets
+    if sess.ema is not None and EMA_KEY not in ckpt["nets"]:
+        # EMA switched on when resuming a run without one: the average starts from the current weights
+        nets = {k: m for k, m in sess.nets.items() if k != EMA_KEY}
+    load_nets(ckpt, path, nets)
+    if nets is not sess.nets:
+        sess.ema.module.load_state_dict(sess.nets[sess.family.generator_key].state_dict())
+    if sess.ada is not None and ckpt.get("ada"):
+        sess.ada.load_state_dict(ckpt["ada"])
+    if sess.guards is not None:
+        sess.guards.load_state_dict(ckpt.get("guards"))
     sess.step.load_state_dict(ckpt["optim"])
     sess.stream.load_state_dict(ckpt["stream"])
     set_rng_state(ckpt["rng"][sess.info.rank])
@@ -211,7 +254,7 @@ def _write_run_files(sess: Session, resume: bool, start: int) -> None:
         "synthmed_version": __version__, "git_commit": _git_commit(), "torch_version": torch.__version__, "python": platform.python_version(),
         "command": sys.argv, "device": str(sess.device), "world_size": sess.info.world_size,
         "model": sess.cfg.model.name, "seed": sess.cfg.train.seed, "status": "running",
-        "conditioning": sess.conditioning,
+        "conditioning": sess.conditioning, "warnings": sess.guards.warnings if sess.guards else [],
     })
     prev.setdefault("started", time.strftime("%Y-%m-%dT%H:%M:%S"))
     prev.setdefault("resumed_at_steps", [])
@@ -239,18 +282,26 @@ def _set_status(run: RunFolder, **fields: Any) -> None:
         write_json_atomic(run.run_json, d)
 
 
-def _preview(sess: Session, step_no: int) -> None:
+def _preview(sess: Session, step_no: int) -> float:
+    """Write the preview grid of ``step_no``; returns the previews' in-batch diversity (see
+    :func:`synthmed.train.guards.diversity_ratio`; nan with fewer than two previews)."""
     from synthmed.data.preview import save_slice_grid
 
     g = torch.Generator().manual_seed(PREVIEW_SEED)
     z = sess.family.sample_latent(sess.cfg.model.params, sess.cfg.train.n_preview, g, sess.device)
+    nets = sess.sampling_nets
     if sess.conditioning and sess.conditioning["method"] in ("frozen-classifier", "ac", "projection", "cvae"):
         # preview i shows class i mod K (multi-label: the training data's label combinations in turn)
         labels = preview_labels(sess.conditioning, len(z)).to(sess.device)
-        x = sess.family.generate_images(sess.nets, z, labels)
+        x = sess.family.generate_images(nets, z, labels)
     else:
-        x = sess.family.generate_images(sess.nets, z)
+        x = sess.family.generate_images(nets, z)
     save_slice_grid(x, sess.run.samples / f"step_{step_no:07d}.png", spacing=sess.data.meta.get("spacing"))
+    if len(x) < 2:
+        return float("nan")
+    pick = np.random.default_rng(PREVIEW_SEED).choice(len(sess.images), size=min(len(x), len(sess.images)),
+                                                      replace=False)
+    return diversity_ratio(x, sess.images[np.sort(pick)].numpy())
 
 
 def preview_labels(conditioning: dict[str, Any], n: int, offset: int = 0) -> torch.Tensor:
@@ -343,23 +394,35 @@ def _train(cfg: RunConfig, data_dir: Path, out: Path, resume: bool, progress: bo
                 losses = sess.step(real, labels=sess.labels[idx].to(sess.device))
             else:
                 losses = sess.step(real)
+            _after_step(sess, it, losses)
             for k, v in losses.items():
                 sums[k] = sums.get(k, torch.zeros((), device=sess.device)) + v.float()
             count += 1
             bar.update(1)
             last = it == tc.iterations
             fid_now = tc.fid_every > 0 and it % tc.fid_every == 0
+            logged: dict[str, float] = {}
             if it % tc.log_every == 0 or it % tc.checkpoint_every == 0 or last or fid_now:
                 vals = _check_finite(sums, count, it, sess)
                 vals["sec_per_it"] = (time.perf_counter() - t0) / count
-                if logger:
-                    logger.log(it, vals)
+                if sess.ada is not None:
+                    vals["ada_p"] = sess.ada.p
+                    if math.isfinite(sess.ada.rt):  # measured after the first ada_interval updates
+                        vals["ada_rt"] = sess.ada.rt
+                _guard(sess, it, vals)
+                logged = vals
                 bar.set_postfix({k: f"{v:.3g}" for k, v in list(vals.items())[:3]})
                 sums, count, t0 = {}, 0, time.perf_counter()
             stop = _evaluate_fid(sess, it, logger) if fid_now else False
             last = last or stop
             if info.is_main and (it % tc.sample_every == 0 or last):
-                _preview(sess, it)
+                div = _preview(sess, it)
+                if math.isfinite(div):
+                    measured = {"diversity": div}
+                    _guard(sess, it, measured)
+                    logged.update(measured)
+            if logger and logged:
+                logger.log(it, logged)
             if it % tc.checkpoint_every == 0 or last:
                 _save(sess, it)
             if stop:
@@ -376,10 +439,34 @@ def _train(cfg: RunConfig, data_dir: Path, out: Path, resume: bool, progress: bo
     if info.is_main:
         fid_info = {"best_fid": sess.fid.state.best, "best_fid_step": sess.fid.state.best_step} if sess.fid else {}
         _set_status(sess.run, status="stopped_early" if stop else "finished",
-                    finished=time.strftime("%Y-%m-%dT%H:%M:%S"), step=it, replica_param_sha256=digests, **fid_info)
+                    finished=time.strftime("%Y-%m-%dT%H:%M:%S"), step=it, replica_param_sha256=digests,
+                    warnings=sess.guards.warnings if sess.guards else [], **fid_info)
     if len(set(digests)) > 1:
         raise TrainingDiverged(f"the {info.world_size} DDP replicas ended with different weights: {digests}")
     return out
+
+
+def _after_step(sess: Session, it: int, losses: dict[str, torch.Tensor]) -> None:
+    """Per-iteration bookkeeping outside the family's step: the EMA of G and the ADA controller."""
+    world = sess.info.world_size
+    if sess.ema is not None:
+        batch = sess.cfg.train.batch_size * world
+        sess.ema.update(sess.nets[sess.family.generator_key], batch, it * batch)
+    if sess.ada is not None:
+        sign = losses["d_real_sign"].detach().float()
+        if world > 1:
+            sign = sign.clone()
+            torch.distributed.all_reduce(sign)
+            sign /= world
+        sess.ada.observe(float(sign))
+
+
+def _guard(sess: Session, step_no: int, values: dict[str, float]) -> None:
+    """Run the collapse guards on ``values`` (rank 0); a guard that fires is also recorded in run.json."""
+    if sess.guards is None or not sess.info.is_main:
+        return
+    if sess.guards.check(step_no, values):
+        _set_status(sess.run, warnings=sess.guards.warnings)
 
 
 def _make_fid_monitor(sess: Session, progress: bool, state: dict[str, Any] | None, start: int) -> Any:
@@ -387,7 +474,7 @@ def _make_fid_monitor(sess: Session, progress: bool, state: dict[str, Any] | Non
 
     tc, real = sess.cfg.train, sess.images.numpy()
     extractor = build_fid_extractor(tc, real, sess.run.root, sess.device, progress)
-    monitor = FIDMonitor(tc, sess.family, sess.cfg.model.params, sess.nets, real, extractor,
+    monitor = FIDMonitor(tc, sess.family, sess.cfg.model.params, sess.sampling_nets, real, extractor,
                          sess.run.root / "fid.csv", sess.device)
     monitor.state = FIDState.from_dict(state)
     monitor.truncate_csv(start)

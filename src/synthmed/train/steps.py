@@ -42,6 +42,12 @@ class Step:
 
     #: networks that get an optimiser.
     trained: tuple[str, ...] = ()
+    #: the trained networks that judge images or codes: they learn at ``train.lr_d`` (the rest at ``train.lr_g``)
+    discriminators: ClassVar[tuple[str, ...]] = ("D", "CD")
+    #: whether the step applies the R1 penalty (``train.r1_gamma``)
+    supports_r1: ClassVar[bool] = False
+    #: whether the step reports ``d_real_sign`` (needed by adaptive augmentation)
+    reports_d_signs: ClassVar[bool] = False
     #: whether ``__call__`` and ``prepare`` take the real images' labels (``labels=``); the loop passes
     #: them only to such steps, so steps written before conditioning keep their signature.
     accepts_labels: ClassVar[bool] = False
@@ -54,13 +60,22 @@ class Step:
         self.augment = augment or (lambda x: x)
         tc = cfg.train
         fused = device.type == "cuda"
-        self.opt = {k: torch.optim.Adam(self.raw[k].parameters(), lr=tc.lr, betas=tc.betas, fused=fused)
+        self.opt = {k: torch.optim.Adam(self.raw[k].parameters(), lr=self.lr_of(k), betas=tc.betas, fused=fused)
                     for k in self.trained}
+        #: training iterations done (counts calls of the step; saved for lazy regularisation on resume)
+        self.iteration = 0
         self.scaler = make_scaler(device, tc.precision)
         self.precision = tc.precision
         # Families without a discriminator (the VAEs) have no adversarial loss to configure.
         adv = getattr(self.params, "adversarial_loss", None)
         self.adv = LOSSES.get(adv)() if adv is not None else None
+
+    def lr_of(self, key: str) -> float:
+        """Learning rate of network ``key``: ``train.lr_d`` for discriminators, ``train.lr_g`` for the
+        rest, ``train.lr`` where those are 0."""
+        tc = self.cfg.train
+        own = tc.lr_d if key in self.discriminators else tc.lr_g
+        return own or tc.lr
 
     def amp(self) -> Any:
         return autocast(self.device, self.precision)
@@ -87,12 +102,28 @@ class Step:
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
-        return {"opt": {k: o.state_dict() for k, o in self.opt.items()}, "scaler": self.scaler.state_dict()}
+        return {"opt": {k: o.state_dict() for k, o in self.opt.items()}, "scaler": self.scaler.state_dict(),
+                "iteration": self.iteration}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for k, o in self.opt.items():
             o.load_state_dict(state["opt"][k])
         self.scaler.load_state_dict(state["scaler"])
+        self.iteration = int(state.get("iteration", 0))
+
+
+def r1_penalty(logits: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    """``E_x |grad_x D(x)|^2``: the R1 regulariser without its ``gamma / 2`` (Mescheder et al. 2018, Eq. 9).
+
+    Args:
+        logits: D's real logits, computed from ``inputs`` (which must require grad); any shape (B, ...).
+        inputs: the real images (B, C, *spatial) the logits were computed from.
+
+    Returns:
+        The mean over the batch of the squared gradient norm (float32), differentiable w.r.t. D's weights.
+    """
+    (grad,) = torch.autograd.grad(logits.float().sum(), inputs, create_graph=True)
+    return grad.float().pow(2).flatten(1).sum(1).mean()
 
 
 class ConditionalStep(Step):
@@ -121,6 +152,21 @@ class ConditionalStep(Step):
         if self.method == "frozen-classifier" and "C" in self.raw:
             self.raw["C"].requires_grad_(False)
             self.raw["C"].eval()  # inference mode: no spectral-norm power iterations either
+
+    def r1_inputs(self, real: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """(the real batch for D, whether R1 is taken this update): with ``train.r1_gamma > 0``, every
+        ``train.r1_every``-th call the batch is a leaf that requires grad, so D's gradient w.r.t. the
+        (un-augmented) images can be taken from the same forward pass."""
+        tc = self.cfg.train
+        now = tc.r1_gamma > 0 and self.iteration % tc.r1_every == 0
+        return (real.detach().requires_grad_(True), True) if now else (real, False)
+
+    def r1_term(self, d_real: torch.Tensor, real_in: torch.Tensor, now: bool) -> torch.Tensor:
+        """``r1_every x gamma / 2 x E|grad D|^2`` when ``now`` (lazy regularisation, Karras et al. 2020), else 0."""
+        if not now:
+            return torch.zeros((), device=self.device)
+        tc = self.cfg.train
+        return tc.r1_every * 0.5 * tc.r1_gamma * r1_penalty(d_real, real_in)
 
     def labels_of(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor | None,
                                                                                  torch.Tensor | None]:
@@ -222,16 +268,20 @@ class GANStep(ConditionalStep):
     """
 
     trained = ("G", "D")
+    supports_r1 = reports_d_signs = True
 
     def __call__(self, real: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         y, code = self.labels_of(real, labels)
         z = self.latent(real.shape[0])
+        real_in, r1_now = self.r1_inputs(real)
+        self.iteration += 1
         with self.amp():
             fake = self.gen(self.nets["G"], z, code)
-            d_real, c_real = self.disc(self.nets["D"], self.augment(real), code)
+            d_real, c_real = self.disc(self.nets["D"], self.augment(real_in), code)
             d_fake, c_fake = self.disc(self.nets["D"], self.augment(fake.detach()), code)
             loss_d = self.adv.d_loss(d_real, d_fake) + self.d_class_loss([c_real], [c_fake], y)
-        self.update(loss_d, ("D",))
+        r1 = self.r1_term(d_real, real_in, r1_now)
+        self.update(loss_d + r1, ("D",))
         with self.amp():
             # The un-wrapped D: its gradients here are discarded, so no DDP all-reduce is needed.
             g_out, g_cls = self.disc(self.raw["D"], self.augment(fake), code)
@@ -239,10 +289,21 @@ class GANStep(ConditionalStep):
             loss_g = self.adv.g_loss(g_out) + loss_cls
         self.update(loss_g, ("G",))
         out = {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(),
-               "d_real": d_real.detach().float().mean(), "d_fake": d_fake.detach().float().mean()}
+               **d_stats(d_real, d_fake)}
+        if self.cfg.train.r1_gamma > 0:
+            out["r1"] = r1.detach()
         if y is not None:
             out["loss_g_class"] = loss_cls.detach()
         return out
+
+
+def d_stats(d_real: torch.Tensor, d_fake: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What every GAN step reports of its discriminator: mean logits, ``d_real_sign`` = E[sign D(real)]
+    (ADA's overfitting heuristic r_t) and ``d_acc``, the fraction of real and fake images D puts on
+    the right side of 0 (the guard "discriminator wins outright" watches it)."""
+    r, f = d_real.detach().float(), d_fake.detach().float()
+    acc = torch.cat([(r > 0).flatten(), (f < 0).flatten()]).float().mean()
+    return {"d_real": r.mean(), "d_fake": f.mean(), "d_real_sign": r.sign().mean(), "d_acc": acc}
 
 
 @STEPS.register("alpha_gan")
@@ -260,6 +321,7 @@ class AlphaGANStep(ConditionalStep):
     """
 
     trained = ("G", "D", "E", "CD")
+    supports_r1 = reports_d_signs = True
 
     def _reconstruction(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return LOSSES.get(self.params.reconstruction_loss)(pred, target)
@@ -278,19 +340,24 @@ class AlphaGANStep(ConditionalStep):
             code = self.adv.g_loss(self.raw["CD"](z_e))
             loss_eg = self.params.reconstruction_weight * rec + adv + code
         self.update(loss_eg, ("E", "G"))
+        real_in, r1_now = self.r1_inputs(real)
+        self.iteration += 1
         with self.amp():
-            d_real, cl_real = self.disc(d, self.augment(real), lc)
+            d_real, cl_real = self.disc(d, self.augment(real_in), lc)
             d_fake_e, cl_e = self.disc(d, self.augment(x_e.detach()), lc)
             d_fake_r, cl_r = self.disc(d, self.augment(x_r.detach()), lc)
             loss_d = self.adv.d_loss(d_real, d_fake_e) + self.adv.d_loss(d_real, d_fake_r)
             loss_d = loss_d + self.d_class_loss([cl_real, cl_real], [cl_e, cl_r], y)
-        self.update(loss_d, ("D",))
+        r1 = self.r1_term(d_real, real_in, r1_now)
+        self.update(loss_d + r1, ("D",))
         with self.amp():
             loss_cd = self.adv.d_loss(cd(z_r), cd(z_e.detach()))
         self.update(loss_cd, ("CD",))
         out = {"loss_eg": loss_eg.detach(), "loss_rec": rec.detach(), "loss_g_adv": adv.detach(),
                "loss_code": code.detach(), "loss_d": loss_d.detach(), "loss_cd": loss_cd.detach(),
-               "d_real": d_real.detach().float().mean(), "d_fake": d_fake_r.detach().float().mean()}
+               **d_stats(d_real, d_fake_r)}
+        if self.cfg.train.r1_gamma > 0:
+            out["r1"] = r1.detach()
         if y is not None:
             out["loss_g_class"] = cls.detach()
         return out

@@ -86,6 +86,31 @@ class _VAEStepBase(Step):
             raise ValueError(f"{self.cfg.model.name}: model.conditioning cvae needs the batch's labels")
         return label_code(labels.to(self.device), k, labels.ndim == 2)
 
+    def pixel_factor(self, real: torch.Tensor) -> float:
+        """``reconstruction_pixels / pixels per image`` (1 when ``reconstruction_pixels`` is 0): turns a
+        per-image sum of squared errors into ``reconstruction_pixels x MSE``."""
+        n = int(getattr(self.params, "reconstruction_pixels", 0))
+        return n / real[0].numel() if n else 1.0
+
+    def kl_term(self, mu: torch.Tensor, logvar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the KL penalty with warm-up and free bits, the plain KL in nats per image).
+
+        ``kl_weight x w_t x sum_j max(free_bits, mean_batch KL_j)`` where ``w_t = min(1, t / kl_warmup)``
+        (Bowman et al. 2016) and the free-bits floor per latent dimension (Kingma et al. 2016); both off by
+        default, leaving paper 002's Eq. 5 (``kl_weight x KL``).
+        """
+        p = self.params
+        kl = gaussian_kl(mu, logvar)
+        free = float(getattr(p, "free_bits", 0.0))
+        if free > 0:
+            per_dim = 0.5 * (mu.float().pow(2) + logvar.float().exp() - 1.0 - logvar.float()).mean(0)
+            penalty = per_dim.clamp(min=free).sum()
+        else:
+            penalty = kl
+        warm = int(getattr(p, "kl_warmup", 0))
+        w = min(1.0, self.iteration / warm) if warm else 1.0
+        return p.kl_weight * w * penalty, kl
+
     def encode_sample(self, real: torch.Tensor, code: torch.Tensor | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(mu, logvar, z) of real images, z by the reparameterisation trick (paper 002 Sec. 2.1)."""
@@ -103,16 +128,17 @@ class VAEStep(_VAEStepBase):
     """
 
     def reconstruction_loss(self, rec: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        return scaled_squared_error(rec, real, scale=self.params.reconstruction_scale)
+        return scaled_squared_error(rec, real, scale=self.params.reconstruction_scale * self.pixel_factor(real))
 
     def __call__(self, real: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         code = self.code(labels)
+        self.iteration += 1
         with self.amp():
             mu, logvar, z = self.encode_sample(real, code)
             rec = self.nets["G"](z, code)
             loss_rec = self.reconstruction_loss(rec, real)
-        kl = gaussian_kl(mu, logvar)
-        loss = self.params.kl_weight * kl + loss_rec
+        penalty, kl = self.kl_term(mu, logvar)
+        loss = penalty + loss_rec
         self.update(loss, ("E", "G"))
         return {"loss": loss.detach(), "loss_kl": kl.detach(), "loss_rec": loss_rec.detach()}
 
@@ -150,7 +176,7 @@ class DFCVAEStep(VAEStep):
         elif p.feature_network == "vgg16":
             self.weight = PAPER_VGG_PERCEPTUAL_WEIGHT
         else:  # the vanilla VAE's weight on the pixel term this loss replaces: 0.025 x H x W
-            self.weight = 0.025 * math.prod(size)
+            self.weight = 0.025 * (p.reconstruction_pixels or math.prod(size))
         self.normalise = p.feature_network == "indomain"
 
     def prepare(self, images: torch.Tensor, progress: bool = False, labels: torch.Tensor | None = None) -> None:
@@ -225,8 +251,9 @@ class IntroVAEStep(_VAEStepBase):
             x_p = g(z_p, y)  # its graph is kept for the decoder update
             fakes = [x_p, x_r] if p.reconstructions_as_fakes else [x_p]
             kl_fake = [gaussian_kl(*e(f.detach(), y), reduction="none") for f in fakes]
+        self.iteration += 1
         kl_real = gaussian_kl(mu, logvar)
-        rec = scaled_squared_error(x_r, real, scale=1.0)
+        rec = scaled_squared_error(x_r, real, scale=self.pixel_factor(real))
         hinge = sum(kl_margin_hinge(k, p.margin) for k in kl_fake)
         loss_e = p.kl_weight * (kl_real + hinge) + p.reconstruction_weight * rec
         self.update(loss_e, ("E",))
@@ -235,7 +262,7 @@ class IntroVAEStep(_VAEStepBase):
             x_r_g = g(z.detach(), y)
             fakes_g = [x_p, x_r_g] if p.reconstructions_as_fakes else [x_p]
             kl_fake_g = sum(gaussian_kl(*self.raw["E"](f, y)) for f in fakes_g)
-            rec_g = scaled_squared_error(x_r_g, real, scale=1.0)
+            rec_g = scaled_squared_error(x_r_g, real, scale=self.pixel_factor(real))
             loss_g = p.kl_weight * kl_fake_g + p.reconstruction_weight * rec_g
         self.update(loss_g, ("G",))
         return {"loss_e": loss_e.detach(), "loss_g": loss_g.detach(), "loss_kl": kl_real.detach(),

@@ -50,6 +50,8 @@ def _validate(params: object) -> None:
         v = getattr(params, f.name)
         if f.name in _POSITIVE and v is not None and v < 1:
             raise ConfigError(f"config key 'model.{f.name}': expected a positive integer, got {v}")
+        if f.name in ("reconstruction_pixels", "kl_warmup") and v < 0:
+            raise ConfigError(f"config key 'model.{f.name}': expected a non-negative integer (0 = off), got {v}")
         if isinstance(v, float) and not v >= 0:
             raise ConfigError(f"config key 'model.{f.name}': expected a non-negative number, got {v}")
 
@@ -72,6 +74,15 @@ class VAEParams(ConditionalParams):
     negative_slope: float = 0.2
     kl_weight: float = 1.0
     reconstruction_scale: float = 0.025
+    #: > 0: weigh the squared error as if the image had this many pixels (``scale x N x MSE``), so the
+    #: balance of reconstruction and KL is paper 002's at any image size (16384 = its 128 x 128); 0 = the
+    #: image's own pixel count, Eq. 5 exactly as printed (at 28 x 28 the KL then wins: posterior collapse)
+    reconstruction_pixels: int = 0
+    #: KL warm-up (Bowman et al. 2016): the KL weight grows linearly from 0 over this many iterations (0 = off)
+    kl_warmup: int = 0
+    #: free bits (Kingma et al. 2016): nats per latent dimension below which the KL is not penalised,
+    #: max(free_bits, batch-mean KL_j) summed over dimensions j (0 = off, Eq. 5 exactly)
+    free_bits: float = 0.0
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -113,6 +124,10 @@ class DFCVAEParams(ConditionalParams):
     feature_iterations: int = 500
     feature_layers: int = 3
     perceptual_weight: float | None = None
+    #: as the vanilla VAE's: the in-domain perceptual weight is ``0.025 x reconstruction_pixels`` (0 = the image's pixels)
+    reconstruction_pixels: int = 0
+    kl_warmup: int = 0
+    free_bits: float = 0.0
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -139,6 +154,9 @@ class IntroVAEParams(ConditionalParams):
     kl_weight: float = 0.25
     reconstruction_weight: float = 0.5
     reconstructions_as_fakes: bool = False
+    #: > 0: the squared error is weighed as if the image had this many pixels (IntroVAE's margin m = 110
+    #: and weights were tuned at 128 x 128 = 16384); 0 = the image's own pixels, as printed
+    reconstruction_pixels: int = 0
 
     def __post_init__(self) -> None:
         _validate(self)
