@@ -279,10 +279,12 @@ def shipped_configs(kind: str | None = "run") -> list[str]:
     """Names of the shipped configs of one kind: ``run`` (``synthmed train``), ``utility``,
     ``protocol`` (by name prefix), or every one with ``kind=None``."""
     names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    #: the reference runs of issue 13 (``synthmed reference``), trainable as ``reference/<name>``
+    reference = sorted(f"reference/{p.stem}" for p in (CONFIG_DIR / "reference").glob("*.yaml"))
     if kind is None:
-        return names
+        return sorted(names + reference)
     if kind == "run":
-        return [n for n in names if not n.startswith(tuple(CONFIG_KINDS.values()))]
+        return [n for n in names if not n.startswith(tuple(CONFIG_KINDS.values()))] + reference
     return [n for n in names if n.startswith(CONFIG_KINDS[kind])]
 
 

@@ -441,8 +441,10 @@ def evaluate(real: str | Path, synthetic: str | Path | Sequence[str | Path], out
         with stage("image metrics"):
             img_rows = {s.name: image_metric_rows(real_img, s.first.images, seed=opts.seed) for s in sources}
             metrics = [r["metric"] for r in next(iter(img_rows.values()))]
+            # one row per metric, one column per source: eleven metric columns would not fit a laptop's width
+            values = {n: {r["metric"]: r["value"] for r in rs} for n, rs in img_rows.items()}
             report.add("Image-space metrics (paper 002, Sec. 3.3)", Table(
-                ["source"] + metrics, [[n] + [r["value"] for r in rs] for n, rs in img_rows.items()],
+                ["metric", *img_rows], [[m.replace("_", " ")] + [values[n].get(m) for n in img_rows] for m in metrics],
                 caption="First synthetic set of each source vs the real images, intensities in [-1, 1]."))
             for n, rs in img_rows.items():
                 results["sources"][n]["image_metrics"] = rs

@@ -278,6 +278,8 @@ th,td{border:1px solid #ccc;padding:.25em .6em;vertical-align:top}
 th{background:#f2f2f4;text-align:left} td.num{text-align:right;font-variant-numeric:tabular-nums}
 tbody tr:nth-child(even){background:#fafafa}
 table.kv th{width:16em} td code{word-break:break-all}
+.scroll{max-width:100%;overflow-x:auto} table.kv table.kv{margin:0;font-size:1em} table.kv table.kv th{width:auto}
+@media (max-width:900px){body{padding:1em} table{font-size:.85em} table.kv th{width:auto}}
 figure{margin:1em 0} figure img{max-width:100%;height:auto;border:1px solid #ddd;image-rendering:pixelated}
 figcaption{color:#444;font-size:.92em;margin-top:.3em}
 """
@@ -317,21 +319,29 @@ def _table_html(t: Table) -> str:
             for c in row)
         body.append(f"<tr>{cells}</tr>")
     cap = f"<caption>{_esc(t.caption)}</caption>" if t.caption else ""
-    return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    # wide tables scroll inside their own box instead of running off a laptop-width page
+    return f'<div class="scroll"><table>{cap}<thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+
+
+def _kv_value_html(v: Any, depth: int = 0) -> str:
+    """A key-value cell: nested mappings as nested key-value tables (not raw JSON), lists of scalars
+    comma-separated, hashes and paths as code."""
+    if isinstance(v, Mapping) and v and depth < 3:
+        rows = "".join(f"<tr><th>{_esc(k)}</th><td>{_kv_value_html(x, depth + 1)}</td></tr>" for k, x in v.items())
+        return f'<table class="kv"><tbody>{rows}</tbody></table>'
+    if isinstance(v, (list, tuple)) and all(not isinstance(x, (Mapping, list, tuple)) for x in v):
+        return _esc(", ".join(format_value(x) for x in v)) if v else "none"
+    if isinstance(v, (Mapping, list, tuple)):
+        return f"<code>{_esc(json.dumps(_jsonable(v)))}</code>"
+    if isinstance(v, str) and len(v) >= 32 and " " not in v:  # hashes, paths
+        return f"<code>{_esc(v)}</code>"
+    return _esc(format_value(v))
 
 
 def _kv_html(kv: KeyValues) -> str:
-    rows = []
-    for k, v in kv.items.items():
-        if isinstance(v, (Mapping, list, tuple)):
-            shown = f"<code>{_esc(json.dumps(_jsonable(v)))}</code>"
-        elif isinstance(v, str) and len(v) >= 32 and " " not in v:  # hashes, paths
-            shown = f"<code>{_esc(v)}</code>"
-        else:
-            shown = _esc(format_value(v))
-        rows.append(f"<tr><th>{_esc(k)}</th><td>{shown}</td></tr>")
+    rows = [f"<tr><th>{_esc(k)}</th><td>{_kv_value_html(v)}</td></tr>" for k, v in kv.items.items()]
     cap = f"<caption>{_esc(kv.caption)}</caption>" if kv.caption else ""
-    return f'<table class="kv">{cap}<tbody>{"".join(rows)}</tbody></table>'
+    return f'<div class="scroll"><table class="kv">{cap}<tbody>{"".join(rows)}</tbody></table></div>'
 
 
 def _text_html(t: Text) -> str:

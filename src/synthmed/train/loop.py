@@ -20,6 +20,7 @@ import torch
 
 import synthmed.augment  # noqa: F401  (fills AUGMENTS)
 from synthmed import __version__
+from synthmed.augment.ada import AdaptiveAugment
 from synthmed.config import RunConfig, dump_config, make_augment
 from synthmed.data.prepared import PreparedDataset, load_prepared
 from synthmed.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
@@ -27,7 +28,6 @@ from synthmed.io_utils import sha256_file, write_json_atomic, write_text_atomic
 from synthmed.models.base import ModelFamily, get_family
 from synthmed.progress import progress as progress_bar
 from synthmed.train import distributed as D
-from synthmed.augment.ada import AdaptiveAugment
 from synthmed.train.checkpoint import (
     RunFolder,
     check_compatible,
