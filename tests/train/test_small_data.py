@@ -135,6 +135,9 @@ def test_discriminator_wins_and_mode_collapse_guards() -> None:
     h = Guards(patience=2)
     h.load_state_dict(json.loads(json.dumps(state)))
     assert h.warnings == g.warnings and not h.check(5, {"diversity": 0.01})  # already fired: stays quiet
+    healthy = Guards(patience=1)
+    assert not healthy.check(1, {"diversity": 0.64}) and not healthy.check(2, {"diversity": 0.5})
+    assert set(healthy.check(3, {"diversity": 0.2})) == {"mode_collapse"}  # the collapsed brain tumour run
 
 
 def test_diversity_ratio_known_answers() -> None:
