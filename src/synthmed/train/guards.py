@@ -11,8 +11,9 @@
   is the mean pairwise L2 distance between the preview samples divided by that between as many real
   training images (1 = as varied as real data); trigger: below ``DIVERSITY_COLLAPSE``.
 
-A guard fires when its condition holds at ``patience`` consecutive checks (log intervals; previews for
-``diversity``), and again only after the condition has cleared.  Each firing is a warning in the log,
+A guard fires when its condition holds at ``patience`` consecutive log intervals (``PREVIEW_PATIENCE``
+consecutive previews for ``diversity``: previews are rare, and the collapsed brain tumour run had only
+two low ones in a row before its end), and again only after the condition has cleared.  Each firing is a warning in the log,
 a 0/1 column ``guard_<name>`` in ``metrics.csv``, an entry in ``run.json``'s ``warnings`` and a line in
 ``synthmed evaluate``'s report of samples from the run.
 """
@@ -35,6 +36,8 @@ D_WINS_ACCURACY = 0.99
 #: Measured on the reference runs: healthy generators 0.64-1.4 (BreastMNIST VAE and GANs, AdrenalMNIST3D
 #: SN-GANs); an SN-GAN on the brain tumour set that produced one blob-shaped brain for every latent 0.17-0.21.
 DIVERSITY_COLLAPSE = 0.3
+#: consecutive previews below ``DIVERSITY_COLLAPSE`` before the mode-collapse guard fires
+PREVIEW_PATIENCE = 2
 
 GUARDS = {
     "posterior_collapse": ("loss_kl", lambda v: v < KL_COLLAPSE_NATS,
@@ -94,7 +97,7 @@ class Guards:
             else:
                 self.streak[name] = 0
                 self.fired[name] = False
-            on = self.streak[name] >= self.patience
+            on = self.streak[name] >= (PREVIEW_PATIENCE if key == "diversity" else self.patience)
             values[f"guard_{name}"] = float(on)
             if on and not self.fired.get(name):
                 self.fired[name] = True
