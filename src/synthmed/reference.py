@@ -46,7 +46,7 @@ from synthmed.train.guards import KL_COLLAPSE_NATS
 
 #: the shipped reference configs
 REFERENCE_DIR = CONFIG_DIR / "reference"
-#: where the public data lives, relative to the working directory (``/work/shared/data`` from the repository)
+#: where the public data lives, relative to the working directory (the repository root's sibling ``shared/data``)
 DEFAULT_DATA_ROOT = Path("../shared/data")
 #: model families whose reconstruction ratio and KL are checked (the VAEs of paper 002)
 VAE_MODELS = ("vae", "dfc_vae", "intro_vae")

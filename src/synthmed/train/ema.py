@@ -19,7 +19,6 @@ weights).
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import torch
 from torch import nn
@@ -67,12 +66,6 @@ class GeneratorEMA:
         for b_ema, b in zip(self.module.buffers(), source.buffers(), strict=True):
             b_ema.copy_(b)
         return beta
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.module.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.module.load_state_dict(state)
 
 
 def with_ema(nets: dict[str, nn.Module], generator_key: str = "G") -> dict[str, nn.Module]:
