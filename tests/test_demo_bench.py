@@ -54,6 +54,14 @@ def test_bench_writes_rows_and_csv(tmp_path: Path) -> None:
     assert "| sngan | 16x16 | 2 |" in format_table(rows)
 
 
+def test_bench_unknown_model_is_one_line_before_any_run(tmp_path: Path) -> None:
+    """`synthmed bench --models badname` named the model only inside a child's traceback."""
+    out = tmp_path / "bench.csv"
+    with pytest.raises(SynthmedError, match=r"unknown model 'badname'; expected one of: .*sngan") as e:
+        run_bench(["sngan", "badname"], [16], [2], spatial_dims=2, iterations=1, warmup=1, out=out, progress=False)
+    assert "Traceback" not in str(e.value) and not out.exists()
+
+
 @pytest.mark.slow
 def test_demo_on_real_bids_data(shared_data: Path, tmp_path: Path) -> None:
     """`synthmed demo --data ../shared/data/ds002748-t1w-2mm --label-column group` (all 72 brains)."""

@@ -173,6 +173,8 @@ def run_bench(models: list[str] | None, sizes: list[int], batch_sizes: list[int]
         models: shipped config or family names; None: every registered family for ``spatial_dims``.
         precision, channels_last, compile: optimisations measured against fp32 eager (see module doc).
     """
+    for model in models or []:
+        _bench_config(model, [])  # an unknown name: one line naming it and the choices, before any child runs
     rows = []
     for model in models or benchmark_models(spatial_dims):
         for size in sizes:
