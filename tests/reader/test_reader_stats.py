@@ -157,3 +157,16 @@ def test_wilcoxon_matches_exact_enumeration() -> None:
 def test_confusion_counts() -> None:
     c = confusion([True, True, False, False, False], [True, False, True, False, False])
     assert c == {"tp": 1, "fn": 1, "fp": 1, "tn": 2}
+
+
+def test_wilcoxon_ties_from_floating_point_noise_are_ties() -> None:
+    # 23/40 - 0.5 and 17/40 - 0.5 are +0.075 and -0.075, but in floating point their magnitudes
+    # differ in the 17th digit; unrounded they get ranks 1 and 2 instead of the tied 1.5 and 1.5.
+    # Exactly: W+ takes 0, 1.5, 1.5, 3 with probability 1/4 each and is 1.5, so
+    # P(W+ <= 1.5) = P(W+ >= 1.5) = 3/4 and the two-sided p is 1.
+    w = wilcoxon_vs_chance([23 / 40, 17 / 40])
+    assert w is not None and w["n_nonzero"] == 2
+    assert w["p_less"] == pytest.approx(0.75)
+    assert w["p_greater"] == pytest.approx(0.75)
+    assert w["p_two_sided"] == pytest.approx(1.0)
+    assert w["statistic"] == pytest.approx(1.5)

@@ -44,8 +44,11 @@ def binomial_test(correct: int, n: int, chance: float = 0.5) -> dict[str, Any]:
 def wilcoxon_vs_chance(values: Sequence[float], chance: float = 0.5) -> dict[str, Any] | None:
     """One-sample Wilcoxon signed-rank test of per-reader accuracies against ``chance``.
 
-    Differences of exactly zero are dropped (Wilcoxon's original treatment), as SciPy's
-    default does.  Paper 004 (S.8) used the one-sided form; all three alternatives are returned:
+    The differences are rounded to 12 decimals before ranking, so that accuracies which differ
+    from ``chance`` by the same amount tie as they should (``23/40 - 0.5`` and ``0.5 - 17/40``
+    differ in the 17th digit in floating point, which would rank them 1 and 2 instead of 1.5 and
+    1.5).  Differences of exactly zero are then dropped (Wilcoxon's original treatment), as
+    SciPy's default does.  Paper 004 (S.8) used the one-sided form; all three alternatives are returned:
     ``greater`` (readers beat chance), ``less`` (readers are below chance, the direction
     paper 004 reports) and ``two-sided``.
 
@@ -57,8 +60,8 @@ def wilcoxon_vs_chance(values: Sequence[float], chance: float = 0.5) -> dict[str
         ``{"n", "n_nonzero", "statistic", "p_two_sided", "p_greater", "p_less", "min_p_one_sided"}``
         or None when every difference is zero (no test is possible).
     """
-    d = np.asarray(values, dtype=np.float64) - chance
-    d = np.where(np.abs(d) < 1e-12, 0.0, d)  # accuracies like 0.5000000001 from float division
+    d = np.round(np.asarray(values, dtype=np.float64) - chance, 12)  # floating-point noise must not break ties
+    d[d == 0] = 0.0  # -0.0 from rounding
     nz = int(np.count_nonzero(d))
     if nz == 0:
         return None
