@@ -39,4 +39,4 @@ def make_study(tmp: Path, spatial_dims: int = 3, n_real: int = 4, n_synthetic: i
     real = make_tiny_prepared(tmp / f"prep{spatial_dims}d", spatial_dims, size, max(n_real, 8))
     syn = make_sample_folder(tmp / f"syn{spatial_dims}d", spatial_dims, size, max(n_synthetic, 4))
     return create_study(real, syn, tmp / f"study{spatial_dims}d", n_real=n_real, n_synthetic=n_synthetic,
-                        readers=readers, seed=0)
+                        readers=readers, split="all", seed=0)  # the tiny data's test split is too small

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import stat
 import struct
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 from reader_helpers import make_sample_folder, make_study
 
+from synthmed.cli import build_parser, main
 from synthmed.errors import DataError
 from synthmed.reader.render import (
     encode_png,
@@ -96,7 +98,7 @@ def test_create_errors_name_the_problem(tmp_path: Path, case: str) -> None:
     syn = make_sample_folder(tmp_path / "syn", 3, 8 if case == "shape" else 16, 4)
     kwargs: dict = {"n_real": 2, "n_synthetic": 2, "readers": 2}
     if case == "too_many":
-        kwargs["n_real"] = 9
+        kwargs.update(n_real=9, split="all")
     elif case == "exists":
         (tmp_path / "out").mkdir()
         (tmp_path / "out" / "x").write_text("keep me")
@@ -179,3 +181,71 @@ def test_truth_csv_names_the_sources(tmp_path: Path) -> None:
     syn = [r for r in rows if r["source"] == "synthetic"]
     assert all(r["source_id"].startswith("sample_") for r in syn)
     assert all(r["source_id"].startswith("sub-") for r in rows if r["source"] == "real")
+
+
+def test_real_images_come_from_the_held_out_test_split_by_default(tmp_path: Path) -> None:
+    from synth_testdata import make_tiny_prepared
+
+    assert build_parser().parse_args(["reader", "create", "--real", "p", "--synthetic", "s",
+                                      "--out", "o"]).split == "test"
+    real = make_tiny_prepared(tmp_path / "prep", 2, 16, 8)
+    syn = make_sample_folder(tmp_path / "syn", 2, 16, 4)
+    root = create_study(real, syn, tmp_path / "s", n_real=2, n_synthetic=2, readers=1)
+    splits = json.loads((real / "splits.json").read_text(encoding="utf-8"))
+    assert {t["source_id"] for t in load_truth(root).values() if t["source"] == "real"} == set(splits["test"])
+    assert json.loads((root / "study.json").read_text(encoding="utf-8"))["sources"]["real"]["split"] == "test"
+    with pytest.raises(DataError, match="only 2 available.*--split"):  # too few held-out images: says what to do
+        create_study(real, syn, tmp_path / "s2", n_real=3, n_synthetic=2, readers=1)
+
+
+def test_a_bad_window_fails_before_any_image_is_loaded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # the real folder does not exist: only a check made before loading can report the window
+    for window in [(1.0, -1.0), (0.5, 0.5), (float("nan"), 1.0)]:
+        with pytest.raises(DataError, match="--window"):
+            create_study(tmp_path / "missing", tmp_path / "missing-too", tmp_path / "s", window=window)
+    code = main(["reader", "create", "--real", str(tmp_path / "missing"), "--synthetic", str(tmp_path),
+                 "--out", str(tmp_path / "s"), "--window", "1", "-1"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith("synthmed: error: --window") and "LOW < HIGH" in err
+    assert not (tmp_path / "s").exists()
+
+
+def _sample_folder_from(images: np.ndarray, root: Path) -> Path:
+    """A `synthmed sample`-like folder holding exactly ``images`` (N, 1, D, H, W)."""
+    from synthmed.generate.writers import write_nifti
+
+    root.mkdir()
+    with open(root / "manifest.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "label", "label_name", "seed"])
+        for i, img in enumerate(images):
+            write_nifti(img[0], np.eye(4), root / f"sample_{i:05d}.nii.gz")
+            w.writerow([f"sample_{i:05d}.nii.gz", 0, "a", i])
+    return root
+
+
+def test_create_warns_when_the_sources_differ_at_a_glance(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from synth_testdata import make_tiny_prepared
+
+    from synthmed.data.prepared import load_prepared
+
+    real = make_tiny_prepared(tmp_path / "prep", 3, 12, 8)  # blobs on a background of exactly -1 (half of it)
+    noisy = make_sample_folder(tmp_path / "noisy", 3, 12, 8)  # noise around 0: almost no black voxels
+    with caplog.at_level(logging.WARNING, logger="synthmed.reader.study"):
+        root = create_study(real, noisy, tmp_path / "s1", n_real=8, n_synthetic=8, readers=1, split="all")
+    checks = json.loads((root / "study.json").read_text(encoding="utf-8"))["visible_differences"]
+    assert "rule" in checks
+    found = {(f["source"], f["statistic"]): f for f in checks["findings"]}
+    black = found[("noisy", "black_fraction")]
+    assert black["real"]["min"] > black["synthetic"]["max"] and black["ks"] == 1.0
+    lines = [r.getMessage() for r in caplog.records if r.name == "synthmed.reader.study"]
+    assert len(lines) == len(checks["findings"]) and all("\n" not in ln for ln in lines)
+    assert any("noisy" in ln and "black" in ln for ln in lines)
+    # the same images on both sides: nothing to warn about
+    same = _sample_folder_from(np.asarray(load_prepared(real).images), tmp_path / "same")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="synthmed.reader.study"):
+        root = create_study(real, same, tmp_path / "s2", n_real=8, n_synthetic=8, readers=1, split="all")
+    assert json.loads((root / "study.json").read_text(encoding="utf-8"))["visible_differences"]["findings"] == []
+    assert not [r for r in caplog.records if r.name == "synthmed.reader.study"]

@@ -51,8 +51,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     s.add_argument("--n-synthetic", type=int, default=50, help="synthetic images per --synthetic (default 50)")
     s.add_argument("--readers", type=int, default=3, help="number of readers (default 3)")
     s.add_argument("--reader-names", nargs="+", metavar="NAME", help="reader names instead of reader-1 ...")
-    s.add_argument("--split", default="all", choices=["all", "test", "trainval", "train", "val"],
-                   help="subset of the prepared dataset to draw real images from (default all)")
+    s.add_argument("--split", default="test", choices=["test", "all", "trainval", "train", "val"],
+                   help="subset of the prepared dataset to draw real images from (default test: the held-out "
+                        "subjects, which no model was trained on)")
     s.add_argument("--fold", type=int, default=0, help="fold for --split train/val")
     s.add_argument("--seed", type=int, default=0, help="chooses which images enter the study (not the order)")
     s.add_argument("--window", type=float, nargs=2, default=[-1.0, 1.0], metavar=("LOW", "HIGH"),

@@ -3,11 +3,14 @@
 Layout of a study folder::
 
     study.json      settings, display layout, item ids (in images.npy row order), each reader's
-                    presentation order, and where the images came from (no per-item truth)
+                    presentation order, where the images came from (no per-item truth) and the
+                    trivial statistics that tell the sources apart (``visible_differences``)
     access.json     the secret per-reader tokens and the admin token (mode 0600)
     images.npy      uint8 (N, *spatial): every image already windowed to 8-bit grey
     truth.csv       item -> source (real / synthetic), source folder, row, subject id or seed
-    answers.sqlite  the readers' answers (SQLite, WAL), one row per (reader, item)
+    answers.sqlite  the readers' answers (SQLite, WAL), one row per (reader, item), and when each
+                    image's page was first sent; answers.sqlite-wal may hold committed answers too,
+                    so copy the folder, not the database alone
 
 The web app reads ``study.json``, ``access.json`` and ``images.npy`` only; ``truth.csv`` is read
 by the analysis alone, so no request can reveal which image is which.
@@ -23,6 +26,8 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import json
+import logging
+import math
 import os
 import re
 import secrets
@@ -37,6 +42,8 @@ from synthmed import __version__
 from synthmed.errors import DataError
 from synthmed.io_utils import atomic_dir, atomic_path, write_json_atomic
 from synthmed.reader.render import PlaneLayout, plane_layouts, window_uint8
+
+log = logging.getLogger(__name__)
 
 FORMAT = "synthmed-reader-study"
 FORMAT_VERSION = 1
@@ -148,11 +155,11 @@ def _reader_names(readers: int | Sequence[str]) -> list[str]:
     return names
 
 
-def _choose(rng: np.random.Generator, pool: np.ndarray, n: int, what: str) -> np.ndarray:
+def _choose(rng: np.random.Generator, pool: np.ndarray, n: int, what: str, hint: str = "") -> np.ndarray:
     if n < 1:
         raise DataError(f"{what}: the number of images must be at least 1, got {n}")
     if n > len(pool):
-        raise DataError(f"{what}: {n} images requested but only {len(pool)} available")
+        raise DataError(f"{what}: {n} images requested but only {len(pool)} available{hint}")
     return np.sort(rng.choice(pool, size=n, replace=False))
 
 
@@ -160,8 +167,14 @@ def _load_real(path: Path, n: int, split: str, fold: int, rng: np.random.Generat
     from synthmed.data.prepared import load_prepared
 
     ds = load_prepared(path)
-    pool = ds.indices(split, fold)
-    rows = _choose(rng, pool, n, f"{path} (split {split!r})")
+    risky = "images the model may have been trained on"
+    try:
+        pool = ds.indices(split, fold)
+    except DataError as e:
+        raise DataError(f"{e}; pass --split all to draw from every image ({risky})" if split == "test" else str(e)) \
+            from None
+    hint = f"; lower --n-real, or pass --split trainval or all ({risky})" if split == "test" else ""
+    rows = _choose(rng, pool, n, f"{path} (split {split!r})", hint)
     images = np.asarray(ds.images[rows], dtype=np.float32)
     labels = [ds.records[i].label_name for i in rows]
     prov = {"path": str(path.resolve()), "split": split, "fold": fold, "n_available": int(len(pool)),
@@ -222,9 +235,81 @@ def _check_shapes(sources: list[_Source]) -> tuple[int, ...]:
     return shape
 
 
+# ---------------------------------------------------------------------------------------------
+# differences a reader can see at a glance
+
+#: per-image statistics of the rendered (windowed, 8-bit) images, compared between the real
+#: images and each synthetic source by :func:`visible_differences`
+GLANCE_STATISTICS = {
+    "black_fraction": "fraction of pure-black pixels, at or below the window's low end: the background",
+    "white_fraction": "fraction of pure-white pixels, at or above the window's high end",
+    "mean_grey": "mean grey level, 0 black to 1 white",
+}
+GLANCE_MIN_KS = 0.8
+GLANCE_MIN_GAP = 0.05
+GLANCE_RULE = (f"a statistic is reported when a single threshold on it alone sorts the real from the synthetic images "
+               f"with a balanced accuracy of at least {(1 + GLANCE_MIN_KS) / 2:.0%} (two-sample Kolmogorov-Smirnov "
+               f"D >= {GLANCE_MIN_KS}, since the best threshold's balanced accuracy is (1 + D) / 2; D = 1 when the two "
+               f"ranges do not overlap) and the two medians differ by at least {GLANCE_MIN_GAP}")
+
+
+def glance_statistics(pixels: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-image :data:`GLANCE_STATISTICS` of rendered uint8 images (N, *spatial)."""
+    flat = np.asarray(pixels).reshape(len(pixels), -1)
+    return {"black_fraction": (flat == 0).mean(axis=1), "white_fraction": (flat == 255).mean(axis=1),
+            "mean_grey": flat.mean(axis=1) / 255.0}
+
+
+def _summary(x: np.ndarray) -> dict[str, float]:
+    return {"min": round(float(x.min()), 4), "median": round(float(np.median(x)), 4), "max": round(float(x.max()), 4)}
+
+
+def visible_differences(real: np.ndarray, synthetic: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """Trivial statistics that tell the real images from a synthetic source (see :data:`GLANCE_RULE`).
+
+    Args:
+        real: rendered real images, uint8 (N, *spatial).
+        synthetic: source name -> its rendered images.
+
+    Returns:
+        One dict per finding: ``source``, ``statistic``, ``description``, ``real`` and
+        ``synthetic`` (min, median, max), ``ks`` (D) and ``balanced_accuracy`` ((1 + D) / 2).
+    """
+    from scipy.stats import ks_2samp
+
+    ref = glance_statistics(real)
+    findings = []
+    for name, px in synthetic.items():
+        other = glance_statistics(px)
+        for key, description in GLANCE_STATISTICS.items():
+            a, b = ref[key], other[key]
+            d = float(ks_2samp(a, b).statistic)
+            if d >= GLANCE_MIN_KS and abs(float(np.median(a)) - float(np.median(b))) >= GLANCE_MIN_GAP:
+                findings.append({"source": name, "statistic": key, "description": description, "real": _summary(a),
+                                 "synthetic": _summary(b), "ks": round(d, 4), "balanced_accuracy": round((1 + d) / 2, 4)})
+    return findings
+
+
+def _finding_line(f: dict[str, Any]) -> str:
+    r, s = f["real"], f["synthetic"]
+    return (f"real and synthetic images differ at a glance: {f['statistic']} is {r['min']:.3f}-{r['max']:.3f} "
+            f"(median {r['median']:.3f}) in the real images, {s['min']:.3f}-{s['max']:.3f} (median {s['median']:.3f}) "
+            f"in {f['source']!r}; a threshold on it alone sorts them with balanced accuracy "
+            f"{f['balanced_accuracy']:.0%}, so readers need not judge realism ({f['description']})")
+
+
+def _check_window(window: Sequence[float]) -> tuple[float, float]:
+    if len(window) != 2:
+        raise DataError(f"--window LOW HIGH needs two values, got {list(window)}")
+    lo, hi = float(window[0]), float(window[1])
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise DataError(f"--window LOW HIGH needs finite LOW < HIGH, got {lo:g} {hi:g}")
+    return lo, hi
+
+
 def create_study(real: str | os.PathLike[str], synthetic: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
                  out: str | os.PathLike[str], *, n_real: int = 50, n_synthetic: int = 50,
-                 readers: int | Sequence[str] = 3, split: str = "all", fold: int = 0, seed: int = 0,
+                 readers: int | Sequence[str] = 3, split: str = "test", fold: int = 0, seed: int = 0,
                  window: tuple[float, float] = (-1.0, 1.0), device: str = "auto") -> Path:
     """Write a blinded real-versus-synthetic reader study folder.
 
@@ -236,15 +321,22 @@ def create_study(real: str | os.PathLike[str], synthetic: str | os.PathLike[str]
         n_real: real images drawn at random from ``split`` of ``real``.
         n_synthetic: images drawn at random from each synthetic folder.
         readers: number of readers (named ``reader-1`` ...) or their names.
-        split: subset of the prepared dataset (``all``, ``test``, ``trainval``, ``train``, ``val``).
+        split: subset of the prepared dataset (``test``, the held-out subjects, by default; ``all``,
+            ``trainval``, ``train`` and ``val`` include images a model may have been trained on).
         fold: fold for ``train`` / ``val``.
         seed: chooses which images enter the study (not their order).
         window: intensity window mapped to black..white, identical for both sources.
         device: device for sampling run folders.
 
     Returns:
-        The study folder.
+        The study folder.  Trivial statistics that tell the sources apart (see
+        :func:`visible_differences`) are logged as warnings, one line each, and recorded under
+        ``visible_differences`` in ``study.json``.
+
+    Raises:
+        DataError: a bad argument (checked before any image is loaded) or unusable inputs.
     """
+    window = _check_window(window)
     out_path = Path(out)
     if out_path.exists() and (not out_path.is_dir() or any(out_path.iterdir())):
         raise DataError(f"{out_path}: already exists and is not empty; choose a new study folder")
@@ -269,6 +361,10 @@ def create_study(real: str | os.PathLike[str], synthetic: str | os.PathLike[str]
         if tok not in items:
             items.append(tok)
     pixels = np.stack([window_uint8(s.images[j:j + 1], *window)[0] for s, j in entries])
+    kinds = np.array([s.name for s, _ in entries])
+    findings = visible_differences(pixels[kinds == "real"], {s.name: pixels[kinds == s.name] for s in sources[1:]})
+    for f in findings:
+        log.warning("%s", _finding_line(f))
     truth = [{"item": it, "source": s.kind, "source_name": s.name, "source_index": s.rows[j], "source_id": s.ids[j],
               "label": s.labels[j], "source_path": s.path} for it, (s, j) in zip(items, entries, strict=True)]
     tokens = {nm: secrets.token_urlsafe(24) for nm in names}
@@ -281,6 +377,7 @@ def create_study(real: str | os.PathLike[str], synthetic: str | os.PathLike[str]
         "planes": [lay.to_dict() for lay in layouts], "items": items,
         "readers": [{"name": nm, "order": sysrand.sample(items, len(items))} for nm in names],
         "sources": {"real": real_src.provenance, "synthetic": [s.provenance for s in sources[1:]]},
+        "visible_differences": {"statistics": GLANCE_STATISTICS, "rule": GLANCE_RULE, "findings": findings},
     }
     _write_folder(out_path, pixels, meta, truth, {"admin_token": secrets.token_urlsafe(24), "readers": tokens})
     return out_path
