@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 from pathlib import Path
@@ -161,15 +162,42 @@ def test_double_submit_and_stale_tabs_change_nothing(served: tuple[Path, Any, St
     order = study.orders["reader-1"]
     c = app.test_client()
     c.post(f"/r/{tok}/answer", data={"item": order[0], "position": "0", "answer": "real"})
-    # the same answer posted again (double click, retried request): accepted, not duplicated, not changed
-    r = c.post(f"/r/{tok}/answer", data={"item": order[0], "position": "0", "answer": "synthetic"})
+    # the same answer posted again (a retried request): accepted, not duplicated
+    r = c.post(f"/r/{tok}/answer", data={"item": order[0], "position": "0", "answer": "real"})
     assert r.status_code == 303
+    # a different answer to the answered image: refused, the first one is kept
+    r = c.post(f"/r/{tok}/answer", data={"item": order[0], "position": "0", "answer": "synthetic"})
+    assert r.status_code == 409
     # an answer for an image that is not the current one (an old tab, a skipped image): 409
     r = c.post(f"/r/{tok}/answer", data={"item": order[3], "position": "3", "answer": "real"})
     assert r.status_code == 409 and f"/r/{tok}" in r.get_data(as_text=True)
     r = c.post(f"/r/{tok}/answer", data={"item": order[2], "position": "1", "answer": "real"})
     assert r.status_code == 409
     assert _rows(root) == [("reader-1", 0, order[0], "real", None)]
+
+
+def test_a_second_answer_from_an_old_tab_is_refused_and_names_the_kept_answer(
+        served: tuple[Path, Any, Study]) -> None:
+    root, app, study = served
+    tok = study.token_of("reader-1")
+    tab_a, tab_b = app.test_client(), app.test_client()
+    item, pos = _page_state(tab_a.get(f"/r/{tok}").get_data(as_text=True))
+    assert _page_state(tab_b.get(f"/r/{tok}").get_data(as_text=True)) == (item, pos)
+    r = tab_a.post(f"/r/{tok}/answer", data={"item": item, "position": str(pos), "answer": "real", "confidence": "4"})
+    assert r.status_code == 303
+    # the old tab answers the same image at the same position: not silently dropped, but refused and explained
+    r = tab_b.post(f"/r/{tok}/answer", data={"item": item, "position": str(pos), "answer": "synthetic"})
+    body = r.get_data(as_text=True)
+    assert r.status_code == 409
+    assert "first answer was kept" in body and "Real" in body and "4 (sure)" in body
+    assert "Synthetic" not in body and f'href="/r/{tok}"' in body
+    # the same (answer, confidence) again is a retried request: 303, nothing changes
+    r = tab_b.post(f"/r/{tok}/answer", data={"item": item, "position": str(pos), "answer": "real", "confidence": "4"})
+    assert r.status_code == 303
+    # the same answer with another confidence would also be a change: refused
+    r = tab_b.post(f"/r/{tok}/answer", data={"item": item, "position": str(pos), "answer": "real", "confidence": "1"})
+    assert r.status_code == 409 and "Real" in r.get_data(as_text=True)
+    assert _rows(root) == [("reader-1", 0, item, "real", 4)]
 
 
 def test_answer_is_committed_before_the_next_image_is_shown(served: tuple[Path, Any, Study]) -> None:
@@ -244,7 +272,7 @@ def test_admin_progress_and_csv_export(served: tuple[Path, Any, Study]) -> None:
     assert r.status_code == 200 and r.mimetype == "text/csv"
     assert "attachment" in r.headers["Content-Disposition"]
     lines = r.get_data(as_text=True).strip().splitlines()
-    assert lines[0] == "reader,position,item,answer,confidence,elapsed_ms,answered_at"
+    assert lines[0] == "reader,position,item,answer,confidence,elapsed_ms,answered_at,shown_at"
     assert [ln.split(",")[:5] for ln in lines[1:]] == [["reader-1", str(k), order[k], "real", "2"] for k in range(3)]
     assert "source" not in lines[0] and "sample_" not in r.get_data(as_text=True)
 
@@ -258,3 +286,24 @@ def test_security_headers(served: tuple[Path, Any, Study]) -> None:
     tags = re.findall(r"<script[^>]*>", r.get_data(as_text=True))
     assert tags == ['<script src="/assets/reader.js" defer>']  # no inline script
     assert app.test_client().get("/assets/reader.js").status_code == 200
+
+
+def test_csv_export_checkpoints_the_wal(served: tuple[Path, Any, Study], tmp_path: Path) -> None:
+    root, app, study = served
+    tok = study.token_of("reader-1")
+    order = study.orders["reader-1"]
+    hold = sqlite3.connect(root / "answers.sqlite")  # another process with the database open (no checkpoint on close)
+    hold.execute("SELECT COUNT(*) FROM answers").fetchall()  # opens the file; no transaction stays open
+    try:
+        c = app.test_client()
+        for k in range(3):
+            c.post(f"/r/{tok}/answer", data={"item": order[k], "position": str(k), "answer": "real"})
+        assert (root / "answers.sqlite-wal").stat().st_size > 0  # the answers are still in the WAL
+        assert c.get(f"/admin/{study.admin_token}/answers.csv").status_code == 200
+        assert (root / "answers.sqlite-wal").stat().st_size == 0
+        copy = tmp_path / "copy.sqlite"  # the database file alone now holds every answer
+        copy.write_bytes((root / "answers.sqlite").read_bytes())
+        with contextlib.closing(sqlite3.connect(copy)) as con:
+            assert con.execute("SELECT COUNT(*) FROM answers").fetchone()[0] == 3
+    finally:
+        hold.close()

@@ -6,6 +6,7 @@ import hashlib
 import http.client
 import logging
 import re
+import socket
 import sqlite3
 import threading
 import time
@@ -15,9 +16,9 @@ from pathlib import Path
 
 import pytest
 from reader_helpers import make_study
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import BaseWSGIServer
 
-from synthmed.reader.app import create_app
+from synthmed.reader.app import create_app, make_reader_server
 from synthmed.reader.study import Study
 
 N_READERS = 4
@@ -34,7 +35,7 @@ def server(tmp_path: Path) -> Iterator[tuple[Path, Study, BaseWSGIServer]]:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     root = make_study(tmp_path, 2, n_real=6, n_synthetic=6, readers=N_READERS, size=8)
     app = create_app(root)
-    srv = make_server("127.0.0.1", 0, app, threaded=True)
+    srv = make_reader_server(app, "127.0.0.1", 0)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     try:
@@ -114,3 +115,43 @@ def test_concurrent_readers_lose_and_duplicate_nothing(server: tuple[Path, Study
         assert [i for i, _ in log] == study.orders[reader]
     status, csv_text = _request(port, "GET", f"/admin/{study.admin_token}/answers.csv")
     assert status == 200 and len(csv_text.strip().splitlines()) == 1 + len(rows)
+
+
+def test_idle_connections_time_out_and_handler_threads_are_capped(tmp_path: Path) -> None:
+    logging.getLogger("werkzeug").setLevel(logging.CRITICAL)  # "Request timed out" lines
+    root = make_study(tmp_path, 2, n_real=2, n_synthetic=2, readers=1, size=8)
+    app = create_app(root)
+    study = app.extensions["synthmed_reader"]["study"]
+    srv = make_reader_server(app, "127.0.0.1", 0, timeout=0.5, max_threads=4)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    idle: list[socket.socket] = []
+    try:
+        base = threading.active_count()
+        # clients that connect and never send a byte (or stop half-way through their headers)
+        for k in range(12):
+            sock = socket.create_connection(("127.0.0.1", srv.server_port), timeout=5)
+            if k % 2:
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            idle.append(sock)
+        # within the first 0.3 s no handler has timed out yet (each waits 0.5 s from its start), so no
+        # finishing thread can blur the count: at most max_threads handler threads, however many clients wait
+        peak = base
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 0.3:
+            peak = max(peak, threading.active_count())
+            time.sleep(0.01)
+        assert peak <= base + 4
+        # a real reader is still answered: idle connections are closed after the timeout
+        start = time.monotonic()
+        status, page = _request(srv.server_port, "GET", f"/r/{study.token_of('reader-1')}")
+        assert status == 200 and "Image 1 of 4" in page
+        assert time.monotonic() - start < 5.0
+        idle[0].settimeout(5)
+        assert idle[0].recv(1024) == b""  # the server closed the first idle connection
+    finally:
+        for s in idle:
+            s.close()
+        srv.shutdown()
+        srv.server_close()
+        thread.join(timeout=10)

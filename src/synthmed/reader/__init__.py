@@ -24,6 +24,7 @@ _EXPORTS = {
     "load_truth": "synthmed.reader.study",
     "create_app": "synthmed.reader.app",
     "serve": "synthmed.reader.app",
+    "make_reader_server": "synthmed.reader.app",
     "study_links": "synthmed.reader.app",
     "StudyAnalysis": "synthmed.reader.analysis",
     "analyze_study": "synthmed.reader.analysis",

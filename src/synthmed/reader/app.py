@@ -10,9 +10,18 @@ Routes (``TOKEN``: a reader's secret token, ``ADMIN``: the admin token)::
     GET  /assets/reader.css, reader.js    the stylesheet and script
 
 A bad or missing token is answered 403, an unknown item or plane 404, a malformed POST 400,
-an answer to an image that is not the reader's current one 409 (stale tab), and a database
-failure 503 (the page does not advance).  An answer is committed before the 303 redirect that
+and a database failure 503 (the page does not advance).  Answers cannot be changed: a second,
+different answer to an image already answered (an old tab) gets 409 and a page that names the
+answer that was kept; the same answer and confidence again (a retried request) gets the 303 of
+a saved one, since nothing the reader believes is lost.  An answer to an image that is not yet
+the reader's current one also gets 409.  An answer is committed before the 303 redirect that
 shows the next image, so the reader never sees an image advance past an unsaved answer.
+Reading times are taken from the server's clock: :meth:`AnswerStore.mark_shown` notes when the
+page showing an image is first sent.
+
+:func:`serve` runs Werkzeug's threaded server with a socket timeout on every connection (idle
+or slow clients are dropped) and at most ``max_threads`` handler threads; further connections
+wait in the listen queue until a thread is free.
 Nothing is served from the file system by name, so there is no path to traverse, and the
 ground truth (``truth.csv``) is never read by the app.
 """
@@ -25,6 +34,7 @@ import logging
 import socket
 import sqlite3
 import sys
+import threading
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
@@ -32,23 +42,29 @@ from urllib.parse import urlsplit
 from flask import Flask, Response, abort, redirect, render_template, request
 from jinja2 import DictLoader
 from werkzeug.exceptions import Conflict, HTTPException
-from werkzeug.serving import make_server
+from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
 from synthmed.errors import SynthmedError
 from synthmed.reader import pages
 from synthmed.reader.render import render_plane_png
-from synthmed.reader.store import EXPORT_COLUMNS, SAVED, STALE, AnswerStore
+from synthmed.reader.store import DUPLICATE, EXPORT_COLUMNS, SAVED, STALE, AnswerStore
 from synthmed.reader.study import CONFIDENCE_LEVELS, ITEM_ID_RE, Study, load_study
 
 log = logging.getLogger(__name__)
 
 ANSWER_FIELDS = {"item", "position", "answer", "confidence", "elapsed_ms"}
 MAX_ELAPSED_MS = 86_400_000
+#: seconds a connection may stay silent (idle keep-alive, a stalled request) before it is closed
+REQUEST_TIMEOUT_S = 15.0
+#: most request-handling threads at once; more connections wait in the listen queue
+MAX_HANDLER_THREADS = 100
 CSP = ("default-src 'none'; img-src 'self'; script-src 'self'; style-src 'self'; form-action 'self'; "
        "base-uri 'none'; frame-ancestors 'none'")
 _MESSAGES = {
     400: "The request was malformed.", 403: "This link is not valid. Please use the personal link you were given.",
-    404: "Not found.", 405: "Method not allowed.", 409: "This image was already answered in another window.",
+    404: "Not found.", 405: "Method not allowed.",
+    409: ("This is not the image you are on now (perhaps an older window or tab), so this answer was not saved. "
+          "Continue to see your current image."),
     413: "The request is too large.", 415: "Unsupported request format.",
     503: "Your answer could not be saved. Please go back and answer again.",
 }
@@ -57,9 +73,22 @@ _MESSAGES = {
 class StaleAnswer(Conflict):
     """409: the answered image is not the reader's current one (e.g. a second, older tab)."""
 
-    def __init__(self, link: str) -> None:
+    def __init__(self, link: str, message: str | None = None) -> None:
         super().__init__()
         self.link = link
+        self.message = message
+
+
+def _already_answered(link: str, kept: dict[str, Any] | None) -> StaleAnswer:
+    """409 for a second, different answer to an answered image: the page names the kept answer."""
+    if kept is None:  # cannot happen (answers are never deleted); say nothing wrong
+        return StaleAnswer(link, "This image was already answered; answers cannot be changed.")
+    labels = dict(pages.CONFIDENCE_LABELS)
+    conf = kept.get("confidence")
+    conf_text = f"confidence {conf} ({labels.get(conf, '?')})" if conf is not None else "no confidence given"
+    return StaleAnswer(link, "This image was already answered, probably in another window or tab. Answers cannot be "
+                             f"changed, so your first answer was kept: {str(kept['answer']).capitalize()}, "
+                             f"{conf_text}.")
 
 
 def create_app(study_dir: str | Path) -> Flask:
@@ -103,7 +132,7 @@ def create_app(study_dir: str | Path) -> Flask:
         if e.code in (301, 302, 303, 307, 308):
             return e
         code = e.code or 500
-        message = _MESSAGES.get(code, "Something went wrong.")
+        message = getattr(e, "message", None) or _MESSAGES.get(code, "Something went wrong.")
         if code == 400 and e.description and e.description != type(e).description:
             message = f"{message} ({e.description})"
         body = render_template("message.html", title="Reader study", body_class="", heading=f"Error {code}",
@@ -124,6 +153,10 @@ def create_app(study_dir: str | Path) -> Flask:
         if done >= total:
             return render_template("done.html", title="Reader study: done", body_class="done", total=total)
         item = study.orders[reader][done]
+        try:
+            store.mark_shown(reader, done, item)
+        except sqlite3.Error:  # the reading time of this image falls back to the previous answer's time
+            log.exception("could not note that %s was shown image %d", reader, done)
         urls = [f"/r/{token}/img/{item}/{lay.name}.png" for lay in study.layouts]
         return render_template("read.html", title="Reader study", body_class="read", total=total, position=done,
                                item=item, layouts=[lay.to_dict() for lay in study.layouts], image_urls=urls,
@@ -143,8 +176,19 @@ def create_app(study_dir: str | Path) -> Flask:
             abort(503)
         if outcome == STALE:
             raise StaleAnswer(f"/r/{token}")
+        if outcome == DUPLICATE:
+            try:
+                kept = store.answer_of(reader, fields["item"])
+            except sqlite3.Error:
+                log.exception("could not read an answer of %s", reader)
+                abort(503)
+            same = kept is not None and (kept["answer"], kept["confidence"]) == (fields["answer"], fields["confidence"])
+            if not same:  # a different answer from an old tab: refuse it and say which answer stands
+                log.info("%s: second answer to %s refused (kept %s)", reader, fields["item"],
+                         kept["answer"] if kept else None)
+                raise _already_answered(f"/r/{token}", kept)
         log.debug("%s: %s position %d (%s)", reader, fields["item"], fields["position"],
-                  "saved" if outcome == SAVED else "already answered")
+                  "saved" if outcome == SAVED else "the same answer again")
         return redirect(f"/r/{token}", code=303)
 
     @app.get("/r/<token>/img/<item>/<plane>.png")
@@ -174,6 +218,10 @@ def create_app(study_dir: str | Path) -> Flask:
     @app.get("/admin/<token>/answers.csv")
     def export_csv(token: str) -> Any:
         admin_check(token)
+        try:  # the export and the database file then hold the same answers
+            store.checkpoint()
+        except sqlite3.Error:
+            log.exception("could not checkpoint %s", study.db_path)
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
         w.writeheader()
@@ -248,7 +296,65 @@ def _display_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def serve(study_dir: str | Path, host: str = "127.0.0.1", port: int = 8765, out: TextIO | None = None) -> None:
+class _RequestHandler(WSGIRequestHandler):
+    """Werkzeug's handler with a socket timeout (set per server by :func:`make_reader_server`)."""
+
+    def log_error(self, format: str, *args: Any) -> None:
+        if format.startswith("Request timed out"):  # an idle keep-alive connection: routine, not an error
+            self.log("info", format, *args)
+        else:
+            super().log_error(format, *args)
+
+
+class _BoundedThreadedServer(ThreadedWSGIServer):
+    """A thread per connection, but at most ``max_threads`` at once: beyond that, the accept loop
+    waits for a free thread and new connections queue in the kernel's listen backlog."""
+
+    def __init__(self, *args: Any, max_threads: int, **kwargs: Any) -> None:
+        self._slots = threading.BoundedSemaphore(max_threads)
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self._slots.acquire()
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+def make_reader_server(app: Flask, host: str = "127.0.0.1", port: int = 8765, *,
+                       timeout: float = REQUEST_TIMEOUT_S, max_threads: int = MAX_HANDLER_THREADS) -> ThreadedWSGIServer:
+    """The threaded WSGI server :func:`serve` runs: a socket timeout on every connection and a cap
+    on concurrent handler threads.
+
+    Args:
+        app: the app of :func:`create_app`.
+        host: interface to listen on.
+        port: TCP port (0 picks a free one).
+        timeout: seconds a connection may stay silent before it is closed.
+        max_threads: most connections handled at once.
+
+    Raises:
+        SynthmedError: when the address cannot be bound or the limits are not positive.
+    """
+    if not timeout > 0 or max_threads < 1:
+        raise SynthmedError(f"need timeout > 0 and max_threads >= 1, got {timeout} and {max_threads}")
+    handler = type("ReaderRequestHandler", (_RequestHandler,), {"timeout": float(timeout)})
+    try:
+        return _BoundedThreadedServer(host, port, app, handler, max_threads=max_threads)
+    except (OSError, SystemExit) as e:
+        raise SynthmedError(f"cannot listen on {host}:{port} ({e})") from None
+
+
+def serve(study_dir: str | Path, host: str = "127.0.0.1", port: int = 8765, out: TextIO | None = None, *,
+          timeout: float = REQUEST_TIMEOUT_S, max_threads: int = MAX_HANDLER_THREADS) -> None:
     """Serve a study until interrupted (Ctrl-C), printing every reader's link and the admin link.
 
     Args:
@@ -256,14 +362,13 @@ def serve(study_dir: str | Path, host: str = "127.0.0.1", port: int = 8765, out:
         host: interface to listen on (127.0.0.1: this machine only; 0.0.0.0: the network).
         port: TCP port (0 picks a free one).
         out: where the links are printed (default stdout).
+        timeout: seconds a connection may stay silent before it is closed.
+        max_threads: most connections handled at once (see :func:`make_reader_server`).
     """
     out = out or sys.stdout
     app = create_app(study_dir)
     study: Study = app.extensions["synthmed_reader"]["study"]
-    try:
-        server = make_server(host, port, app, threaded=True)
-    except (OSError, SystemExit) as e:
-        raise SynthmedError(f"cannot listen on {host}:{port} ({e})") from None
+    server = make_reader_server(app, host, port, timeout=timeout, max_threads=max_threads)
     links = study_links(study, f"http://{_display_host(host)}:{server.server_port}")
     print(f"serving reader study {Path(study_dir)} ({study.n_items} images per reader); Ctrl-C stops", file=out)
     for name, url in links["readers"].items():

@@ -32,7 +32,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from synthmed.reader.analysis import write_analysis
 
-    paths = write_analysis(args.study, args.out)
+    paths = write_analysis(args.study, args.out, min_seconds=args.min_seconds)
     print(f"reader study analysis written to {paths['report']} (and analysis.json, CSVs)")
     return 0
 
@@ -70,5 +70,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     s = rsub.add_parser("analyze", help="accuracy, Table 2, tests against 50%%, kappa; report.html + analysis.json")
     s.add_argument("study", help="study folder")
     s.add_argument("--out", help="output folder (default: the study folder)")
+    s.add_argument("--min-seconds", type=float, default=1.0,
+                   help="flag readers whose median server-side time per image is below this (default 1)")
     s.set_defaults(func=_cmd_analyze)
     return p

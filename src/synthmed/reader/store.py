@@ -4,7 +4,15 @@ Every answer is committed with ``synchronous=FULL`` before the web app answers t
 shows the next image, so an answer the reader has seen accepted survives a crash or power cut.
 Each call opens its own connection, so any number of server threads can record answers at once;
 ``BEGIN IMMEDIATE`` serialises writers and the table's keys make a lost or duplicated answer
-impossible: one row per (reader, item) and per (reader, position).
+impossible: one row per (reader, item) and per (reader, position).  Answers are never changed.
+
+Reading times come from the server's clock: table ``shown`` holds when each reader's page for an
+image was first sent, and each answer row carries that time (``shown_at``) beside the time the
+answer arrived (``answered_at``); the browser's ``elapsed_ms`` is kept as sent, unchecked.
+
+Committed answers may sit in ``answers.sqlite-wal`` until a checkpoint moves them into the
+database file; :meth:`AnswerStore.checkpoint` does that, so copy the whole study folder, or
+checkpoint first, before copying the database alone.
 """
 
 from __future__ import annotations
@@ -28,11 +36,21 @@ CREATE TABLE IF NOT EXISTS answers (
     confidence  INTEGER CHECK (confidence IS NULL OR confidence BETWEEN 1 AND 5),
     elapsed_ms  INTEGER CHECK (elapsed_ms IS NULL OR elapsed_ms >= 0),
     answered_at TEXT    NOT NULL,
+    shown_at    TEXT,
     PRIMARY KEY (reader, item),
     UNIQUE (reader, position)
 );
+CREATE TABLE IF NOT EXISTS shown (
+    reader      TEXT    NOT NULL,
+    item        TEXT    NOT NULL,
+    position    INTEGER NOT NULL,
+    shown_at    TEXT    NOT NULL,
+    PRIMARY KEY (reader, item)
+);
 """
-EXPORT_COLUMNS = ["reader", "position", "item", "answer", "confidence", "elapsed_ms", "answered_at"]
+#: columns of :meth:`AnswerStore.rows` and of the admin CSV export; ``shown_at`` is when the server
+#: first sent the page showing the image (None when it never did, e.g. an answer posted by a script)
+EXPORT_COLUMNS = ["reader", "position", "item", "answer", "confidence", "elapsed_ms", "answered_at", "shown_at"]
 
 #: outcomes of :meth:`AnswerStore.record`
 SAVED, DUPLICATE, STALE = "saved", "duplicate", "stale"
@@ -66,6 +84,9 @@ class AnswerStore:
             with self.connect() as con:
                 con.execute("PRAGMA journal_mode=WAL")
                 con.executescript(SCHEMA)
+                columns = {r[1] for r in con.execute("PRAGMA table_info(answers)")}
+                if "shown_at" not in columns:  # a database written before reading times were recorded
+                    con.execute("ALTER TABLE answers ADD COLUMN shown_at TEXT")
         except sqlite3.DatabaseError as e:
             raise DataError(f"{self.path}: cannot open the answer database ({e})") from None
 
@@ -97,8 +118,9 @@ class AnswerStore:
             order: the reader's presentation order.
 
         Returns:
-            ``SAVED`` (committed), ``DUPLICATE`` (this item was answered before; nothing changed)
-            or ``STALE`` (not the reader's current image; nothing changed).
+            ``SAVED`` (committed), ``DUPLICATE`` (this item was answered before; nothing changed,
+            :meth:`answer_of` gives the kept answer) or ``STALE`` (not the reader's current image;
+            nothing changed).
         """
         with self.connect() as con:
             con.execute("BEGIN IMMEDIATE")
@@ -110,14 +132,42 @@ class AnswerStore:
                 if position != done or done >= len(order) or order[done] != item:
                     con.execute("ROLLBACK")
                     return STALE
-                con.execute("INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            (reader, position, item, answer, confidence, elapsed_ms, _now()))
+                row = con.execute("SELECT shown_at FROM shown WHERE reader = ? AND item = ?", (reader, item)).fetchone()
+                con.execute("INSERT INTO answers (reader, position, item, answer, confidence, elapsed_ms, answered_at, "
+                            "shown_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            (reader, position, item, answer, confidence, elapsed_ms, _now(), row[0] if row else None))
                 con.execute("COMMIT")
                 return SAVED
             except BaseException:
                 if con.in_transaction:
                     con.execute("ROLLBACK")
                 raise
+
+    def mark_shown(self, reader: str, position: int, item: str) -> None:
+        """Note that the page showing ``item`` at ``position`` was sent to ``reader`` (the first
+        time counts; a reload changes nothing)."""
+        with self.connect() as con:
+            con.execute("INSERT OR IGNORE INTO shown (reader, item, position, shown_at) VALUES (?, ?, ?, ?)",
+                        (reader, item, position, _now()))
+
+    def answer_of(self, reader: str, item: str) -> dict[str, Any] | None:
+        """The stored answer of ``reader`` to ``item`` (keyed by :data:`EXPORT_COLUMNS`), or None."""
+        with self.connect() as con:
+            row = con.execute(f"SELECT {', '.join(EXPORT_COLUMNS)} FROM answers WHERE reader = ? AND item = ?",
+                              (reader, item)).fetchone()
+        return dict(zip(EXPORT_COLUMNS, row, strict=True)) if row else None
+
+    def checkpoint(self) -> bool:
+        """Move every committed answer from the write-ahead log into the database file and empty
+        the log (``PRAGMA wal_checkpoint(TRUNCATE)``).
+
+        Returns:
+            True when the checkpoint completed; False when another connection held it up (a read
+            in progress), in which case the log still holds answers the file alone lacks.
+        """
+        with self.connect() as con:
+            busy, _, _ = con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return busy == 0
 
     def count(self, reader: str) -> int:
         """Answers stored for ``reader``."""
