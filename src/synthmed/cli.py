@@ -236,7 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", required=True, help="prepared dataset folder")
     s.add_argument("--out", required=True, help="run folder to write")
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. train.iterations=100")
-    s.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    s.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint, with its own settings (only "
+                        "train.iterations and the logging/preview/checkpoint intervals may change; see README)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_train)
 

@@ -62,7 +62,7 @@ from synthmed.data.registration import (
 from synthmed.data.splits import make_splits
 from synthmed.data.template import Template, load_template
 from synthmed.errors import ConfigError, DataError
-from synthmed.io_utils import atomic_dir
+from synthmed.io_utils import atomic_dir, folder_lock
 from synthmed.progress import progress as progress_bar
 from synthmed.registry import READERS
 
@@ -384,6 +384,11 @@ def run_preprocess(opts: PreprocessOptions) -> Path:
     """
     opts.validate()
     out = Path(opts.out)
+    with folder_lock(out, beside=True):  # one writer per output folder; removes a killed run's .NAME.*.tmp
+        return _run_preprocess(opts, out)
+
+
+def _run_preprocess(opts: PreprocessOptions, out: Path) -> Path:
     _check_out(out)
     t0 = time.perf_counter()
     reader, subjects = read_subjects(opts)

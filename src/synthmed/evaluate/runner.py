@@ -49,6 +49,7 @@ from synthmed.errors import ConfigError, DataError
 from synthmed.evaluate.fidelity import FidelityOptions, feature_metric_rows, image_metric_rows, make_extractor
 from synthmed.evaluate.synthetic import SyntheticSet, is_run_folder, load_sampled_folder, sample_run
 from synthmed.features.cache import array_sha256, cached_features
+from synthmed.io_utils import folder_lock
 from synthmed.report.html import Estimate, Figure, KeyValues, Report, Table, Text
 
 log = logging.getLogger(__name__)
@@ -342,6 +343,13 @@ def evaluate(real: str | Path, synthetic: str | Path | Sequence[str | Path], out
     Returns:
         The path of ``report.html``.
     """
+    # one writer per report folder; removes the temporaries a killed evaluation left there
+    with folder_lock(out, subfolders=("figures", "features")):
+        return _evaluate(real, synthetic, Path(out), opts, names)
+
+
+def _evaluate(real: str | Path, synthetic: str | Path | Sequence[str | Path], out: Path,
+              opts: EvaluateOptions | None, names: Sequence[str] | None) -> Path:
     from synthmed.evaluate.embeddings import embedding_figure
     from synthmed.report.figures import slice_comparison_figure, training_curves_figure
     from synthmed.report.html import render_screenshot, write_report

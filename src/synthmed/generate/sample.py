@@ -28,7 +28,7 @@ from synthmed import __version__
 from synthmed.config import RunConfig, load_config
 from synthmed.errors import DataError, SynthmedError
 from synthmed.generate.writers import write_nifti, write_png
-from synthmed.io_utils import atomic_dir, sha256_file, write_json_atomic
+from synthmed.io_utils import atomic_dir, folder_lock, sha256_file, write_json_atomic
 from synthmed.models.base import ModelFamily, get_family
 from synthmed.progress import progress as progress_bar
 from synthmed.train.checkpoint import RunFolder, check_compatible, load_checkpoint, load_nets
@@ -152,10 +152,11 @@ def sample(run_dir: str | Path, n: int | None, out: str | Path, seed: int = 0, b
     if request is None and run.conditional:  # the default classes, recorded in the manifest too
         request = torch.cat([preview_labels(run.conditioning, 1, seed + i) for i in range(n)])
     out = Path(out)
-    _check_out(out, overwrite)
-    with atomic_dir(out) as tmp:
-        rows = _write_samples(run, n, tmp, seed, batch_size, progress, request)
-        _write_manifest(run, rows, tmp, seed, n)
+    with folder_lock(out, beside=True):  # one writer per output folder; removes a killed run's .NAME.*.tmp
+        _check_out(out, overwrite)
+        with atomic_dir(out) as tmp:
+            rows = _write_samples(run, n, tmp, seed, batch_size, progress, request)
+            _write_manifest(run, rows, tmp, seed, n)
     return out
 
 

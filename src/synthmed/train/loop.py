@@ -6,8 +6,10 @@ The family-specific work happens in the ``Step`` (``steps.py``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -21,10 +23,18 @@ import torch
 import synthmed.augment  # noqa: F401  (fills AUGMENTS)
 from synthmed import __version__
 from synthmed.augment.ada import AdaptiveAugment
-from synthmed.config import RunConfig, dump_config, make_augment
+from synthmed.config import (
+    AugmentConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    dump_config,
+    make_augment,
+    read_yaml,
+)
 from synthmed.data.prepared import PreparedDataset, load_prepared
 from synthmed.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
-from synthmed.io_utils import sha256_file, write_json_atomic, write_text_atomic
+from synthmed.io_utils import folder_lock, sha256_file, write_json_atomic, write_text_atomic
 from synthmed.models.base import ModelFamily, get_family
 from synthmed.progress import progress as progress_bar
 from synthmed.train import distributed as D
@@ -36,6 +46,7 @@ from synthmed.train.checkpoint import (
     rng_state,
     save_checkpoint,
     set_rng_state,
+    verify_checkpoint,
 )
 from synthmed.train.ema import EMA_KEY, GeneratorEMA, with_ema
 from synthmed.train.guards import Guards, diversity_ratio
@@ -44,6 +55,17 @@ from synthmed.train.sampler import IndexStream
 from synthmed.train.steps import Step, make_step
 
 PREVIEW_SEED = 20_000
+
+#: config keys that may differ on ``--resume``: they say how long to train and what to log, not how
+#: (the optimiser, data, model and augmentation settings are in the checkpoint's state and would be
+#: silently overridden by it, or would make the resumed run a different run)
+RESUME_SAFE_KEYS = (
+    "train.iterations", "train.log_every", "train.sample_every", "train.checkpoint_every", "train.n_preview",
+    "train.device", "train.num_workers", "train.divergence_threshold", "train.guard_patience",
+    "train.fid_patience", "train.fid_min_iterations",
+)
+#: the subfolders of a run folder that training writes into (cleaned of stale temporaries on start)
+RUN_SUBFOLDERS = ("checkpoints", "samples", "logs")
 
 
 @dataclass
@@ -84,6 +106,7 @@ def data_summary(ds: PreparedDataset, rows: np.ndarray, cfg: RunConfig) -> dict[
         "path": str(ds.root.resolve()),
         "images_sha256": ds.meta.get("images_sha256"),
         "splits_sha256": sha256_file(ds.root / "splits.json") if (ds.root / "splits.json").is_file() else None,
+        "manifest_sha256": sha256_file(ds.root / "manifest.csv") if (ds.root / "manifest.csv").is_file() else None,
         "spatial_dims": ds.spatial_dims,
         "shape": list(ds.shape),
         "spacing": ds.meta.get("spacing"),
@@ -217,9 +240,12 @@ def _restore(sess: Session) -> tuple[int, dict[str, Any]]:
     path = sess.run.last
     ckpt = fill_param_defaults(load_checkpoint(path), sess.family)
     ds = sess.data
+    if ckpt["model"] == sess.cfg.model.name:  # another model: check_compatible says so
+        check_resume_config(_run_config_of(ckpt, sess.run), sess.cfg, sess.family, sess.run.root)
     check_compatible(ckpt, path, sess.cfg.model.name, sess.cfg.model.params, ds.spatial_dims, ds.shape)
     if ckpt.get("data_sha256") != ds.meta.get("images_sha256"):
         raise CheckpointError(f"{path}: run was trained on other data (images_sha256 differs from {ds.root})")
+    check_resume_data(sess.run, ds, sess.rows, sess.cfg)
     if ckpt.get("world_size", 1) != sess.info.world_size:
         raise CheckpointError(f"{path}: run used {ckpt.get('world_size', 1)} processes; resume with the same number")
     nets = sess.nets
@@ -237,6 +263,66 @@ def _restore(sess: Session) -> tuple[int, dict[str, Any]]:
     sess.stream.load_state_dict(ckpt["stream"])
     set_rng_state(ckpt["rng"][sess.info.rank])
     return int(ckpt["step"]), ckpt
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def _run_config_of(ckpt: dict[str, Any], run: RunFolder) -> dict[str, Any] | None:
+    """The resolved config the run was trained with: the checkpoint's own copy, else ``config.yaml``."""
+    if isinstance(ckpt.get("config"), dict):
+        return ckpt["config"]
+    return read_yaml(run.config) if run.config.is_file() else None
+
+
+def check_resume_config(old: dict[str, Any] | None, cfg: RunConfig, family: ModelFamily, root: Path) -> None:
+    """Refuse to resume with settings that change the run (anything but :data:`RESUME_SAFE_KEYS`).
+
+    The checkpoint's optimiser state would override a new learning rate, and a new seed, batch size,
+    model or augmentation key would make a different run than ``config.yaml`` and ``run.json`` record.
+    Keys the old config lacks (added to synthmed since) count as their defaults.
+    """
+    if old is None:
+        return
+    defaults = _flatten(RunConfig(ModelConfig(cfg.model.name, family.Params()), TrainConfig(), AugmentConfig()).to_dict())
+    was = {**defaults, **_flatten(old)}
+    now = _flatten(cfg.to_dict())
+    changed = [k for k in now if k not in RESUME_SAFE_KEYS and k in was and was[k] != now[k]]
+    if changed:
+        diff = ", ".join(f"{k} {was[k]!r} -> {now[k]!r}" for k in changed)
+        raise CheckpointError(f"{root}: --resume with settings that change the run ({diff}); resume with the run's "
+                              f"own settings ({root / 'config.yaml'}) or train a new run into another --out "
+                              f"(keys that may change on resume: {', '.join(RESUME_SAFE_KEYS)})")
+
+
+def check_resume_data(run: RunFolder, ds: PreparedDataset, rows: np.ndarray, cfg: RunConfig) -> None:
+    """Refuse to resume when the prepared folder changed since the run started (``data.json``): new
+    images, a new split (``preprocess`` rerun into the same folder) or a new manifest (labels)."""
+    if not run.data_json.is_file():
+        return
+    try:
+        old = json.loads(run.data_json.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"{run.data_json}: unreadable ({e}); cannot check the data of the resumed run") from None
+    now = data_summary(ds, rows, cfg)
+    what = {"images_sha256": "images.npy", "splits_sha256": "splits.json", "manifest_sha256": "manifest.csv"}
+    changed = [f"{f} ({k} {str(old[k])[:12]}... -> {str(now[k])[:12]}...)" for k, f in what.items()
+               if old.get(k) is not None and old[k] != now[k]]
+    if not changed and old.get("train_subject_ids") not in (None, now["train_subject_ids"]):
+        changed = ["the training subjects"]
+    if changed:
+        raise DataError(f"{ds.root}: the prepared folder changed since the run {run.root} started: "
+                        f"{', '.join(changed)} (was `synthmed preprocess` run into it again?); resuming would train "
+                        "on other subjects than the run records. Restore the prepared folder, or train a new run "
+                        "into another --out")
 
 
 def _write_run_files(sess: Session, resume: bool, start: int) -> None:
@@ -332,7 +418,7 @@ def _check_finite(sums: dict[str, torch.Tensor], count: int, step_no: int, sess:
     bad = {k: v for k, v in vals.items() if not math.isfinite(v) or abs(v) > limit}
     if bad:
         last = sess.run.last
-        kept = f"the last good checkpoint {last} is kept" if last.is_file() else "no checkpoint had been written yet"
+        kept = _kept_checkpoint(last)
         k, v = next(iter(bad.items()))
         if sess.info.is_main:
             _set_status(sess.run, status="diverged", diverged_at_step=step_no)
@@ -341,13 +427,27 @@ def _check_finite(sums: dict[str, torch.Tensor], count: int, step_no: int, sess:
     return vals
 
 
+def _kept_checkpoint(last: Path) -> str:
+    """What the divergence message says about ``last.pt``: only a checkpoint that passes its checksum
+    is "the last good checkpoint"."""
+    if not last.is_file():
+        return "no checkpoint had been written yet"
+    try:
+        verify_checkpoint(last)
+    except CheckpointError as e:
+        return f"and the last checkpoint is not usable either: {e}"
+    return f"the last good checkpoint {last} is kept"
+
+
 def train(cfg: RunConfig, data_dir: str | Path, out_dir: str | Path, resume: bool = False,
           progress: bool = True) -> Path:
     """Train ``cfg`` on the prepared dataset ``data_dir``; write the run folder ``out_dir``.
 
     Args:
         resume: continue from ``out_dir/checkpoints/last.pt`` exactly (same step, optimiser, scaler,
-            data position and RNG state).  Without it, an existing run folder is an error.
+            data position and RNG state).  Without it, an existing run folder is an error.  ``cfg`` may
+            differ from the run's config only in :data:`RESUME_SAFE_KEYS`, and the prepared data must be
+            unchanged (``data.json``).  The run folder is locked against other processes meanwhile.
         progress: show a progress bar (rank 0 only).
 
     Returns:
@@ -355,15 +455,18 @@ def train(cfg: RunConfig, data_dir: str | Path, out_dir: str | Path, resume: boo
     """
     out = Path(out_dir)
     run = RunFolder(out)
-    if not resume and run.last.exists():
-        raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose a new --out")
-    if resume and not run.last.is_file():
-        raise CheckpointError(f"{run.last}: nothing to resume (no checkpoint in {out})")
-    info = D.init_distributed(cfg.train.device)
-    try:
-        return _train(cfg, Path(data_dir), out, resume, progress, info)
-    finally:
-        D.shutdown(info)
+    # one process (DDP: rank 0) locks the run folder; stale temporaries of a killed run are removed
+    main = int(os.environ.get("RANK", "0")) == 0
+    with folder_lock(out, subfolders=RUN_SUBFOLDERS) if main else contextlib.nullcontext():
+        if not resume and run.last.exists():
+            raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose a new --out")
+        if resume and not run.last.is_file():
+            raise CheckpointError(f"{run.last}: nothing to resume (no checkpoint in {out})")
+        info = D.init_distributed(cfg.train.device)
+        try:
+            return _train(cfg, Path(data_dir), out, resume, progress, info)
+        finally:
+            D.shutdown(info)
 
 
 def _train(cfg: RunConfig, data_dir: Path, out: Path, resume: bool, progress: bool, info: D.DistInfo) -> Path:
