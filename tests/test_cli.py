@@ -177,3 +177,201 @@ def test_download_medmnist_command_without_network(tmp_path: Path, monkeypatch: 
     assert main(["download-medmnist", "breastmnist", "--out", str(tmp_path / "dl")]) == 0
     assert (tmp_path / "dl" / "breastmnist.npz").is_file()
     assert "downloaded" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ issue 16: output locations, arguments
+def _raw_volumes(folder: Path) -> Path:
+    """Two small NIfTI volumes for `preprocess --no-register --size 32`."""
+    import numpy as np
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        vol = np.zeros((20, 20, 20))
+        vol[5:15, 5:15, 5 + i:15] = 100.0 + 10 * rng.random((10, 10, 10 - i))
+        _write_nifti(folder / f"s{i}.nii.gz", vol)
+    return folder
+
+
+def _commands(tiny3d: Path, raw: Path, run: Path, out_root: Path) -> dict[str, list[str]]:
+    return {
+        "preprocess": ["preprocess", str(raw), "--out", str(out_root / "prep"), "--no-register", "--size", "32",
+                       "--folds", "2", "--test-fraction", "0", "--no-progress"],
+        "train": ["train", "alpha_sngan", "--data", str(tiny3d), "--out", str(out_root / "run"), "--no-progress",
+                  "--set", "train.iterations=1", *TINY],
+        "sample": ["sample", str(run), "--n", "8", "--out", str(out_root / "s"), "--no-progress"],
+    }
+
+
+@pytest.fixture
+def trained(tiny3d: Path, tmp_path: Path) -> Path:
+    run = tmp_path / "trained"
+    assert main(["train", "alpha_sngan", "--data", str(tiny3d), "--out", str(run), "--no-progress",
+                 "--set", "train.iterations=1", *TINY]) == 0
+    return run
+
+
+def _mount_tmpfs(path: Path, options: str) -> bool:
+    """Mount a tmpfs on ``path`` (root with mount rights only); False where that is not possible."""
+    if os.geteuid() != 0 or not sys.platform.startswith("linux"):
+        return False
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        res = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True,
+                             timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return res.returncode == 0
+
+
+def _umount(path: Path) -> None:
+    subprocess.run(["umount", str(path)], capture_output=True, timeout=20)
+
+
+@pytest.fixture
+def read_only_dir(tmp_path: Path):
+    """A folder this process cannot write: chmod 555 (not as root, who ignores permissions), or as root a
+    read-only tmpfs where it may mount one; skipped otherwise."""
+    d = tmp_path / "ro"
+    if os.geteuid() != 0:
+        d.mkdir()
+        d.chmod(0o555)
+        yield d
+        d.chmod(0o755)
+    elif _mount_tmpfs(d, "ro,size=1m"):
+        try:
+            yield d
+        finally:
+            _umount(d)
+    else:
+        pytest.skip("running as root without the right to mount a read-only tmpfs: permissions are not enforced")
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path):
+    """A 64 KiB tmpfs: writing more than that fails with ENOSPC (root with mount rights only)."""
+    d = tmp_path / "full"
+    if not _mount_tmpfs(d, "size=64k"):
+        pytest.skip("cannot mount a tiny tmpfs here (needs root and mount rights)")
+    try:
+        yield d
+    finally:
+        _umount(d)
+
+
+def _one_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("synthmed: error:") and "Traceback" not in err, err
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_out_on_a_read_only_location_is_one_line(read_only_dir: Path, tiny3d: Path, trained: Path,
+                                                 tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    raw = _raw_volumes(tmp_path / "raw")
+    for name, argv in _commands(tiny3d, raw, trained, read_only_dir).items():
+        assert main(argv) == 2, name
+        err = _one_line(capsys)
+        assert str(read_only_dir) in err and ("Permission denied" in err or "Read-only file system" in err), err
+    assert not any(read_only_dir.iterdir())
+
+
+def test_out_under_a_missing_parent_is_created(tiny3d: Path, trained: Path, tmp_path: Path) -> None:
+    raw = _raw_volumes(tmp_path / "raw")
+    root = tmp_path / "new" / "deeper"
+    for name, argv in _commands(tiny3d, raw, trained, root).items():
+        assert main(argv) == 0, name
+    assert (root / "prep" / "dataset.json").is_file() and (root / "run" / "checkpoints" / "last.pt").is_file()
+    assert len(list((root / "s").glob("*.nii.gz"))) == 8
+
+
+def test_out_on_a_full_disk_is_one_line(full_disk: Path, tiny3d: Path, trained: Path, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    raw = _raw_volumes(tmp_path / "raw")
+    cmds = _commands(tiny3d, raw, trained, full_disk)
+    for name in ("preprocess", "sample"):
+        assert main(cmds[name]) == 2, name
+        err = _one_line(capsys)
+        assert f"{full_disk}/" in err and "No space left on device" in err, err
+        assert not any(full_disk.iterdir()), name  # no half-written folder, no temporaries
+    assert main(cmds["train"]) == 2
+    err = _one_line(capsys)
+    assert f"{full_disk / 'run'}/" in err and "No space left on device" in err, err
+    status = json.loads((full_disk / "run" / "run.json").read_text(encoding="utf-8"))
+    assert status["status"] == "failed" and "No space left on device" in status["error"]
+
+
+def test_disk_full_while_training_marks_the_run_failed(tiny3d: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Without a tmpfs: the checkpoint's write fails with ENOSPC, as on a full disk."""
+    import errno
+    import json
+
+    from synthmed.train import checkpoint
+
+    real_open = open
+
+    class FullFile:
+        def __init__(self, f) -> None:
+            self.f = f
+
+        def __enter__(self) -> FullFile:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.f.close()
+
+        def write(self, data: bytes) -> int:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def flush(self) -> None:
+            pass
+
+    def full_open(file, mode="r", *args, **kwargs):
+        f = real_open(file, mode, *args, **kwargs)
+        return FullFile(f) if "w" in mode else f
+
+    monkeypatch.setattr(checkpoint, "open", full_open, raising=False)
+    run = tmp_path / "run"
+    assert main(["train", "alpha_sngan", "--data", str(tiny3d), "--out", str(run), "--no-progress",
+                 "--set", "train.iterations=2", *TINY]) == 2
+    err = _one_line(capsys)
+    assert err == f"synthmed: error: {run / 'checkpoints' / 'last.pt'}: No space left on device"
+    status = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    assert status["status"] == "failed" and status["error"] == f"{run / 'checkpoints' / 'last.pt'}: No space left on device"
+    assert not list((run / "checkpoints").glob(".*.tmp"))
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--batch-size", "0", "argument --batch-size: must be at least 1, got 0"),
+    ("--batch-size", "-3", "argument --batch-size: must be at least 1, got -3"),
+    ("--n", "0", "argument --n: must be at least 1, got 0"),
+    ("--seed", "-1", "argument --seed: must be at least 0, got -1"),
+    ("--batch-size", "two", "argument --batch-size: expected a positive integer, got 'two'"),
+])
+def test_sample_numeric_options_are_validated(option: str, value: str, message: str, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["sample", str(tmp_path / "run"), "--n", "2", "--out", str(tmp_path / "s"), option, value]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_a_refused_resume_leaves_the_run_record_alone(trained: Path, tiny3d: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Only a run this process started is marked failed: a --resume refused for changed settings is not a
+    failure of the (killed, still resumable) run."""
+    import json
+
+    record = json.loads((trained / "run.json").read_text(encoding="utf-8"))
+    assert record["status"] == "finished" and record["pid"] == os.getpid()
+    record.update(status="running", pid=1)  # as a killed training process left it
+    (trained / "run.json").write_text(json.dumps(record), encoding="utf-8")
+    assert main(["train", "alpha_sngan", "--data", str(tiny3d), "--out", str(trained), "--resume", "--no-progress",
+                 "--set", "train.iterations=2", "--set", "train.lr=0.5", *TINY]) == 2
+    assert "--resume with settings that change the run" in _one_line(capsys)
+    assert json.loads((trained / "run.json").read_text(encoding="utf-8"))["status"] == "running"

@@ -1,7 +1,9 @@
 """The ``synthmed`` command: argument parsing only; every subcommand calls the library.
 
 Errors caused by input (files, config keys, checkpoints) print one line and exit with status 2;
-nothing half-written is left behind because the library writes atomically.
+nothing half-written is left behind because the library writes atomically.  So do OS errors (a
+read-only or full disk under --out): one line naming the path and the reason.  A missing parent
+folder of --out is created.
 """
 
 from __future__ import annotations
@@ -15,6 +17,28 @@ from pathlib import Path
 
 from synthmed import __version__
 from synthmed.errors import SynthmedError
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -49,6 +73,7 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
         id_column=args.id_column, label_column=None if args.unlabelled else args.label_column, size=size,
         spacing=args.spacing, register=not args.no_register, trim_background=not args.no_trim, n_folds=args.folds,
         test_fraction=args.test_fraction, seed=args.seed, workers=args.workers, progress=not args.no_progress,
+        allow_missing_slices=args.allow_missing_slices,
     )
     out = run_preprocess(opts)
     print(f"prepared dataset written to {out}")
@@ -214,7 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--label-column", default="label", help="label column of participants.tsv (BIDS) or --labels")
     s.add_argument("--unlabelled", action="store_true", help="ignore labels")
     s.add_argument("--size", type=int, default=None,
-                   help="target grid edge length (default: 64 for volumes, 3D 32..256; native for MedMNIST/2D images)")
+                   help="target grid edge length (default: 64 for volumes; 3D at most 256, NIfTI/DICOM/BIDS 32..256; "
+                        "native for MedMNIST/2D images)")
     s.add_argument("--spacing", type=float, default=2.0, help="resampling spacing in mm for 3D (default 2)")
     s.add_argument("--no-register", action="store_true", help="skip affine registration to MNI152")
     s.add_argument("--no-trim", action="store_true", help="keep background-only slices")
@@ -222,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--test-fraction", type=float, default=0.2, help="held-out test fraction")
     s.add_argument("--seed", type=int, default=0, help="split seed")
     s.add_argument("--workers", type=int, default=1, help="processes for per-subject 3D steps")
+    s.add_argument("--allow-missing-slices", action="store_true",
+                   help="DICOM: resample series with a missing or unreadable slice (non-uniform slice positions) "
+                        "onto a uniform grid instead of refusing them; recorded in manifest.csv and dataset.json")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=_cmd_preprocess)
 
@@ -244,14 +273,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="generate a synthetic cohort from a trained run")
     s.add_argument("run", help="run folder written by `synthmed train`")
-    s.add_argument("--n", type=int, help="number of images (optional with --labels-from)")
+    s.add_argument("--n", type=positive_int, help="number of images (optional with --labels-from)")
     s.add_argument("--out", required=True, help="output folder")
-    s.add_argument("--seed", type=int, default=0, help="sample i uses seed SEED+i")
+    s.add_argument("--seed", type=non_negative_int, default=0, help="sample i uses seed SEED+i")
     s.add_argument("--label", action="append", metavar="L",
                    help="conditional runs: class name or index (repeat; assigned in turn, so the repeats set the "
                         "balance); multi-label: findings joined with '+'")
     s.add_argument("--labels-from", metavar="CSV", help="conditional runs: one label per row, or class,count rows")
-    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--batch-size", type=positive_int, default=8, help="images generated per forward pass")
     s.add_argument("--checkpoint", help="checkpoint file (default RUN/checkpoints/last.pt)")
     s.add_argument("--no-ema", action="store_true",
                    help="runs trained with train.ema_kimg > 0: sample the raw generator instead of its weight average")
@@ -415,6 +444,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except SynthmedError as e:
         print(f"synthmed: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a read-only, missing or full location: one line naming the path and the reason
+        from synthmed.io_utils import describe_os_error
+
+        logging.getLogger("synthmed").debug("OS error", exc_info=True)
+        print(f"synthmed: error: {describe_os_error(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("synthmed: interrupted", file=sys.stderr)

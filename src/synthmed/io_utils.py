@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import hashlib
 import io
 import json
@@ -27,15 +28,84 @@ except ImportError:  # pragma: no cover - not POSIX
 log = logging.getLogger(__name__)
 
 
+#: longest name (UTF-8 bytes) kept as it is in the names of temporaries and locks (file systems allow 255)
+SHORT_NAME_BYTES = 200
+
+
+def short_name(name: str) -> str:
+    """``name`` itself, or for a name longer than :data:`SHORT_NAME_BYTES` bytes its first 120 bytes, ``~``
+    and 12 hex digits of its SHA-256: what the hidden temporaries (``.NAME.XXXXXXXX.tmp``) and locks
+    (``.NAME.lock``) of a file or folder are named after, so that a long valid name still has them."""
+    if len(name.encode("utf-8")) <= SHORT_NAME_BYTES:
+        return name
+    cut = name.encode("utf-8")[:120].decode("utf-8", "ignore")
+    return f"{cut}~{hashlib.sha256(name.encode('utf-8')).hexdigest()[:12]}"
+
+
+# ------------------------------------------------------------------ OS errors on output
+def describe_os_error(e: OSError) -> str:
+    """One line for an OSError: ``PATH: reason`` (``PATH -> OTHER: reason`` for a rename), or the reason."""
+    reason = e.strerror or str(e)
+    if e.filename is not None:
+        where = os.fsdecode(e.filename)
+        if e.filename2 is not None:
+            where += f" -> {os.fsdecode(e.filename2)}"
+        return f"{where}: {reason}"
+    return reason
+
+
+def _renamed(e: OSError, path: str | os.PathLike[str], tmp: str | os.PathLike[str] | None = None) -> OSError:
+    """``e`` naming ``path`` when it names no file (a failed ``write`` on a file object: disk full ...); a
+    name inside the temporary ``tmp`` becomes the same name inside ``path``, where it was going."""
+    name = e.filename
+    if name is None:
+        if e.errno is None:  # numpy's short write ("65536 requested and 15328 written") has no errno
+            if _no_space_left(path):
+                return OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({e})", os.fspath(path))
+            return OSError(None, str(e), os.fspath(path))
+        return OSError(e.errno, e.strerror or str(e), os.fspath(path))
+    if tmp is not None:
+        name, t = os.fsdecode(name), os.fspath(tmp)
+        if name == t or name.startswith(t + os.sep):
+            return OSError(e.errno, e.strerror, os.fspath(path) + name[len(t):])
+    return e
+
+
+def _no_space_left(path: str | os.PathLike[str]) -> bool:
+    """Whether the file system holding ``path`` (or its nearest existing parent) has no free block left."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        st = os.statvfs(p)
+    except (OSError, AttributeError):
+        return False
+    return st.f_bavail == 0
+
+
+@contextlib.contextmanager
+def naming_path(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Re-raise an OSError of the block that names no file (a write on a full disk) as one naming ``path``,
+    so the one-line message of the CLI can say where it happened."""
+    try:
+        yield
+    except OSError as e:
+        new = _renamed(e, path)
+        if new is e:
+            raise
+        raise new from e
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only on success.
 
-    Nothing half-written is ever visible under the final name.
+    Nothing half-written is ever visible under the final name.  An OSError that names no file (a full
+    disk during a write) or names the temporary is re-raised naming ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{short_name(path.name)}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -44,6 +114,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         os.umask(umask)
         os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp_path, path)
+    except OSError as e:
+        new = _renamed(e, path, tmp_path)
+        if new is e:
+            raise
+        raise new from e
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -54,26 +129,99 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a new temporary folder next to ``path`` (with the usual permissions); on success it
     replaces ``path`` (an old folder there is moved aside, then removed), on failure it is removed.
 
-    A folder written this way appears complete or not at all.
+    A folder written this way appears complete or not at all.  An OSError that names no file (a full
+    disk during a write) is re-raised naming ``path``, one naming a file in the temporary folder naming
+    that file in ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{short_name(path.name)}.", suffix=".tmp", dir=path.parent))
     try:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp creates 0700
         yield tmp
         if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            old = path.with_name(f".{short_name(path.name)}.old-{os.getpid()}")
             os.rename(path, old)
             os.rename(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, path)
+    except OSError as e:
+        new = _renamed(e, path, tmp)
+        if new is e:
+            raise
+        raise new from e
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_contents(path: str | os.PathLike[str], owned: Sequence[str], last: Sequence[str] = ()) -> Iterator[Path]:
+    """Yield a new temporary folder inside the folder ``path`` (``.staging.XXXXXXXX.tmp``); on success
+    publish what was written there into ``path``, on failure remove it and leave ``path`` as it was.
+
+    For folders that hold other files or a lock of their own (so :func:`atomic_dir` cannot replace them
+    as a whole).  Publishing first removes the ``last`` entries from ``path`` (so an interrupted publish
+    never shows them beside a mix of old and new files), then moves every staged entry into ``path``
+    (a folder replaces the old one of its name as a whole, a file by ``os.replace``), the ``last`` ones
+    last, and removes the ``owned`` entries of ``path`` that the new contents lack.  Entries of ``path``
+    that are not ``owned`` are never touched.  Hold the folder's :func:`folder_lock` meanwhile; the
+    next holder removes the staging folder of a killed process.
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".staging.", suffix=".tmp", dir=path))
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
+        yield tmp
+        staged = sorted(os.listdir(tmp), key=lambda n: (n in last, last.index(n) if n in last else 0, n))
+        for name in last:
+            with contextlib.suppress(FileNotFoundError):
+                (path / name).unlink()
+        for name in staged:
+            src, dst = tmp / name, path / name
+            if src.is_dir() and dst.is_dir() and not dst.is_symlink():
+                old = path / f".{name}.old-{os.getpid()}"
+                os.rename(dst, old)
+                os.rename(src, dst)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(src, dst)
+        for name in owned:
+            gone = path / name
+            if name not in staged and (gone.exists() or gone.is_symlink()):
+                if gone.is_dir() and not gone.is_symlink():
+                    shutil.rmtree(gone)
+                else:
+                    gone.unlink()
+    except OSError as e:
+        new = _renamed(e, path, tmp)
+        if new is e:
+            raise
+        raise new from e
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def link_tree(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    """Copy the folder ``src`` to ``dst`` with hard links where the file system allows (copies
+    otherwise); nothing when ``src`` is not a folder."""
+    if not Path(src).is_dir():
+        return
+
+    def link(a: str, b: str) -> None:
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    shutil.copytree(src, dst, copy_function=link, dirs_exist_ok=True)
 
 
 def csv_text(rows: list[list[Any]], header: list[str]) -> str:
@@ -118,7 +266,7 @@ _RANDOM = "[a-z0-9_]{8}"
 def is_temporary_name(name: str, of: str | None = None) -> bool:
     """Whether ``name`` is a temporary of :func:`atomic_path`/:func:`atomic_dir`: ``.NAME.XXXXXXXX.tmp``
     (``NAME`` = ``of`` when given, any name otherwise)."""
-    target = ".+" if of is None else re.escape(of)
+    target = ".+" if of is None else re.escape(short_name(of))
     return re.fullmatch(rf"\.{target}\.{_RANDOM}\.tmp", name) is not None
 
 
@@ -220,7 +368,7 @@ def folder_lock(path: str | os.PathLike[str], beside: bool = False,
     created = False
     if beside:
         path.parent.mkdir(parents=True, exist_ok=True)
-        lock = path.parent / f".{path.name}.lock"
+        lock = path.parent / f".{short_name(path.name)}.lock"
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:

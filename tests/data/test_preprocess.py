@@ -162,3 +162,128 @@ def test_workers_match_serial(tmp_path: Path) -> None:
                                            workers=2)))
     np.testing.assert_array_equal(np.asarray(a.images), np.asarray(b.images))
     assert a.labels is None and a.classes == []
+
+
+# ------------------------------------------------------------------ issue 16
+def test_allow_missing_slices_is_recorded(tmp_path: Path) -> None:
+    from data_helpers import series_with_bad_slice, write_dicom_series
+
+    _, vol = series_with_bad_slice(tmp_path / "dcm", "missing")
+    write_dicom_series(tmp_path / "dcm" / "p2", vol[::-1].copy(), (0.8, 0.9, 2.0), (0.0, 0.0, 0.0))
+    with pytest.raises(DataError, match="non-uniform slice spacing"):
+        run_preprocess(_opts(tmp_path / "dcm", tmp_path / "prep", register=False, size=32))
+    assert not (tmp_path / "prep").exists()
+    ds = load_prepared(run_preprocess(_opts(tmp_path / "dcm", tmp_path / "prep", register=False, size=32,
+                                            allow_missing_slices=True)))
+    assert ds.records[0].note.startswith("resampled 9 unevenly spaced slices onto 10 at 2 mm")
+    assert "note" in (tmp_path / "prep" / "manifest.csv").read_text(encoding="utf-8").splitlines()[0]
+    assert ds.meta["preprocessing"]["slice_repairs"] == {"p1": ds.records[0].note}
+    assert ds.meta["preprocessing"]["options"]["allow_missing_slices"] is True
+
+
+@pytest.mark.parametrize(("case", "message"), [
+    ("zero", r"bad\.nii\.gz: an all-zero volume"),
+    ("constant", r"bad\.nii\.gz: a constant volume \(every voxel is 7\)"),
+    ("single_slice", r"bad\.nii\.gz: a single-slice volume \(shape \(48, 56, 1\)\)"),
+    ("two_slices", r"bad\.nii\.gz: a volume only 2 voxels thick"),
+])
+def test_degenerate_volume_is_named_before_registration(tmp_path: Path, nifti_folder: Path, case: str,
+                                                        message: str) -> None:
+    shape = (48, 56, 40)
+    aff = oblique_las_affine(shape)
+    vol = {"zero": np.zeros(shape, np.float32), "constant": np.full(shape, 7.0, np.float32),
+           "single_slice": blob_volume(shape, aff, BLOB_MM)[:, :, 20:21],
+           "two_slices": blob_volume(shape, aff, BLOB_MM)[:, :, 20:22]}[case]
+    write_nifti(nifti_folder / "bad.nii.gz", vol, aff)
+    with pytest.raises(DataError, match=message):
+        run_preprocess(_opts(nifti_folder, tmp_path / "prep", size=32))
+    assert not (tmp_path / "prep").exists()
+
+
+def test_thin_volume_at_the_registration_spacing_is_named(tmp_path: Path, nifti_folder: Path) -> None:
+    vol = np.random.default_rng(0).random((40, 40, 5)).astype(np.float32)
+    write_nifti(nifti_folder / "thin.nii.gz", vol, np.diag([1.0, 1.0, 1.0, 1.0]))  # 5 mm: 2 voxels at 2 mm
+    with pytest.raises(DataError, match=r"thin\.nii\.gz: covers only 5 mm along axis 2 .*fewer than 4 voxels at 2 mm"):
+        run_preprocess(_opts(nifti_folder, tmp_path / "prep", size=32))
+
+
+def test_medmnist_3d_size_is_capped_like_every_3d_reader(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    f = tmp_path / "x3d.npz"
+    np.savez(f, train_images=rng.integers(0, 256, (3, 6, 6, 6), dtype=np.uint8), train_labels=np.zeros((3, 1)))
+    with pytest.raises(ConfigError, match=r"3D size must be at most 256, got 1024"):
+        run_preprocess(_opts(f, tmp_path / "p", size=1024))
+    assert not (tmp_path / "p").exists()
+
+
+def _children(pid: int) -> list[tuple[int, str]]:
+    """``(pid, command line)`` of the live child processes of ``pid`` (Linux /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+            cmd = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2:].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append((int(stat.parent.name), cmd))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return text[text.rindex(")") + 2:].split()[0] != "Z"  # a zombie has ended; only its parent's wait is due
+
+
+def _loaded(pid: int, library: str) -> bool:
+    try:
+        return library in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs Linux /proc")
+def test_workers_die_with_a_killed_parent(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import synthmed
+
+    shape = (48, 56, 40)
+    aff = oblique_las_affine(shape)
+    for i in range(6):  # registration with two workers: several seconds of work
+        write_nifti(tmp_path / "in" / f"s{i}.nii.gz", blob_volume(shape, aff, BLOB_MM, seed=i), aff)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(synthmed.__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-m", "synthmed", "preprocess", str(tmp_path / "in"), "--out",
+                             str(tmp_path / "prep"), "--workers", "2", "--size", "32", "--no-progress"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            workers = [p for p, cmd in _children(proc.pid) if "spawn_main" in cmd]
+            time.sleep(0.05)
+        assert len(workers) == 2, "the workers did not start"
+        while not all(_loaded(p, "SimpleITK") for p in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)  # until they have imported synthmed.data.preprocess and run their initializer
+        time.sleep(0.5)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 5
+        while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [p for p in workers if _alive(p)], "workers outlived their killed parent"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for p in workers:  # only the workers this test started
+            if _alive(p):
+                os.kill(p, signal.SIGKILL)

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import gzip
-import locale
 import logging
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
-import SimpleITK as sitk
-from data_helpers import oblique_las_affine, write_labels, write_nifti
+from data_helpers import (
+    oblique_las_affine,
+    series_with_bad_slice,
+    write_dicom_series,
+    write_labels,
+    write_nifti,
+)
 from PIL import Image
 
 from synthmed.data.readers import detect_reader, read_bids, read_dicom, read_images, read_nifti
@@ -123,33 +127,10 @@ def test_bids_missing_column_lists_columns(tmp_path: Path) -> None:
         read_bids(root, label_column="diagnosis")
 
 
-def _write_dicom_series(folder: Path, vol: np.ndarray, spacing: tuple[float, float, float],
-                        origin: tuple[float, float, float]) -> None:
-    """Write (X, Y, Z) int16 ``vol`` as an axial DICOM series with SimpleITK."""
-    folder.mkdir(parents=True)
-    img = sitk.GetImageFromArray(vol.transpose(2, 1, 0))
-    img.SetSpacing(spacing)
-    img.SetOrigin(origin)
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    uid = "1.2.826.0.1.3680043.2.1125.1." + str(abs(hash(str(folder))) % 10**12)
-    for k in range(img.GetDepth()):
-        sl = img[:, :, k]
-        for tag, val in (("0008|0060", "MR"), ("0020|000e", uid), ("0020|000d", uid + ".1"),
-                         ("0020|0037", "1\\0\\0\\0\\1\\0"), ("0018|0050", str(spacing[2])),
-                         ("0020|0013", str(k + 1)),
-                         ("0020|0032", "\\".join(str(v) for v in img.TransformIndexToPhysicalPoint((0, 0, k))))):
-            sl.SetMetaData(tag, val)
-        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
-        saved = locale.setlocale(locale.LC_ALL)
-        writer.Execute(sl)  # GDCM's DICOM writer sets LC_ALL to "C" and leaves it there
-        locale.setlocale(locale.LC_ALL, saved)
-
-
 def test_dicom_series_round_trip(tmp_path: Path) -> None:
     vol = np.random.default_rng(0).integers(0, 1000, (10, 12, 6)).astype(np.int16)
-    _write_dicom_series(tmp_path / "dcm" / "p1", vol, (0.8, 0.9, 2.5), (-4.0, -5.0, 10.0))
-    _write_dicom_series(tmp_path / "dcm" / "p2", vol[::-1].copy(), (0.8, 0.9, 2.5), (0.0, 0.0, 0.0))
+    write_dicom_series(tmp_path / "dcm" / "p1", vol, (0.8, 0.9, 2.5), (-4.0, -5.0, 10.0))
+    write_dicom_series(tmp_path / "dcm" / "p2", vol[::-1].copy(), (0.8, 0.9, 2.5), (0.0, 0.0, 0.0))
     write_labels(tmp_path / "labels.csv", {"p1": "a", "p2": "b"})
     assert detect_reader(tmp_path / "dcm") == "dicom"
     subs = read_dicom(tmp_path / "dcm", labels_csv=tmp_path / "labels.csv")
@@ -208,3 +189,64 @@ def test_detect_reader_errors(tmp_path: Path) -> None:
         detect_reader(tmp_path / "missing")
     write_nifti(tmp_path / "n" / "a.nii", np.ones((4, 4, 4), np.float32), np.eye(4))
     assert detect_reader(tmp_path / "n") == "nifti"
+
+
+# ------------------------------------------------------------------ issue 16: incomplete DICOM series
+@pytest.mark.parametrize(("case", "message"), [
+    ("missing", r"p1: non-uniform slice spacing .*slice004\.dcm to slice006\.dcm: 4 mm.*--allow-missing-slices"),
+    ("garbage", r"slice005\.dcm: unreadable file in the DICOM series folder .*p1: not a DICOM file"),
+    ("truncated", r"slice005\.dcm: unreadable file .*a slice of the series that cannot be read"),
+    ("no_position", r"slice005\.dcm: no valid ImagePositionPatient"),
+])
+def test_dicom_series_with_a_bad_slice_is_refused(tmp_path: Path, case: str, message: str) -> None:
+    series_with_bad_slice(tmp_path / "dcm", case)
+    with pytest.raises(DataError, match=message):
+        read_dicom(tmp_path / "dcm")
+
+
+@pytest.mark.parametrize("case", ["missing", "garbage"])
+def test_dicom_allow_missing_slices_resamples_onto_the_uniform_grid(tmp_path: Path, case: str) -> None:
+    _, vol = series_with_bad_slice(tmp_path / "dcm", case)
+    (subj,) = read_dicom(tmp_path / "dcm", allow_missing_slices=True)
+    assert subj.array.shape == (10, 12, 10)
+    assert subj.spacing == pytest.approx((0.8, 0.9, 2.0), abs=1e-4)
+    keep = [k for k in range(10) if k != 5]
+    np.testing.assert_allclose(subj.array[..., keep], vol[..., keep], atol=1e-3)
+    np.testing.assert_allclose(subj.array[..., 5], (vol[..., 4] + vol[..., 6].astype(np.float32)) / 2, atol=1e-3)
+    assert "resampled 9 unevenly spaced slices onto 10 at 2 mm" in subj.note
+    assert ("slice005.dcm (unreadable)" in subj.note) == (case == "garbage")
+
+
+def test_dicom_duplicate_slice_position_is_refused(tmp_path: Path) -> None:
+    folder, _ = series_with_bad_slice(tmp_path / "dcm", "none")
+    import pydicom
+
+    ds = pydicom.dcmread(folder / "slice006.dcm")
+    ds.ImagePositionPatient = pydicom.dcmread(folder / "slice005.dcm").ImagePositionPatient
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds.save_as(folder / "slice006.dcm")
+    with pytest.raises(DataError, match=r"p1: two DICOM slices at the same position"):
+        read_dicom(tmp_path / "dcm", allow_missing_slices=True)
+
+
+# ------------------------------------------------------------------ issue 16: ambiguous folders
+def test_nifti_and_nifti_gz_with_one_id_are_refused(tmp_path: Path) -> None:
+    write_nifti(tmp_path / "sub-01.nii", np.ones((4, 4, 4), np.float32), np.eye(4))
+    write_nifti(tmp_path / "sub-01.nii.gz", np.zeros((4, 4, 4), np.float32), np.eye(4))
+    write_nifti(tmp_path / "sub-02.nii.gz", np.zeros((4, 4, 4), np.float32), np.eye(4))
+    for call in (read_nifti, READERS.get("auto")):
+        with pytest.raises(DataError, match=r"two files for subject id 'sub-01': sub-01\.nii and sub-01\.nii\.gz"):
+            call(tmp_path)
+
+
+def test_folder_mixing_nifti_and_png_classes_is_refused(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    _png_classes(tmp_path / "mix", n=1)
+    write_nifti(tmp_path / "mix" / "a.nii.gz", np.ones((4, 4, 4), np.float32), np.eye(4))
+    with pytest.raises(DataError, match=r"mix: holds more than one kind of input: \.nii\[\.gz\] files \(a\.nii\.gz\); "
+                                        r"class folders of images \(normal/, tumour/\).*--reader nifti or --reader images"):
+        detect_reader(tmp_path / "mix")
+    with caplog.at_level(logging.WARNING):  # a reader chosen by hand says what it ignores
+        assert len(read_nifti(tmp_path / "mix")) == 1
+        assert len(read_images(tmp_path / "mix")) == 2
+    assert "the nifti reader ignores the class folders of images here (normal/, tumour/)" in caplog.text
+    assert "the images reader ignores the .nii[.gz] files here (a.nii.gz)" in caplog.text

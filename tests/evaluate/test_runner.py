@@ -198,3 +198,43 @@ def test_training_warnings_reach_the_report(prep: Path, tmp_path: Path, monkeypa
         assert "Training warnings" in text and "posterior collapse" in text
         prov = _metrics(out)["results"]["sources"][src.name]["provenance"]
         assert prov["training_warnings"][0]["guard"] == "posterior_collapse"
+
+
+# ------------------------------------------------------------------ issue 16
+def test_a_250_character_source_name(prep: Path, run: Path, tmp_path: Path) -> None:
+    """Figure (and feature-cache) file names of a long, valid source name are shortened with a hash."""
+    long_run = run.rename(tmp_path / ("r" * 250))
+    html = evaluate(prep, long_run, tmp_path / "rep", _opts(n_sets=2, privacy=False, embeddings=("pca",)))
+    figures = sorted(p.name for p in (html.parent / "figures").iterdir())
+    assert figures and all(len(n.encode()) <= 255 for n in figures)
+    from synthmed.evaluate.runner import figure_file
+
+    assert figure_file("r" * 250, "slices") in figures and figure_file("r" * 250, "slices").endswith("_slices.png")
+    assert figure_file("r" * 250, "slices") != figure_file("r" * 249 + "s", "slices")
+    assert figure_file("run", "pca") == "run_pca.png" and figure_file("a/b", "pca").startswith("a_b-")
+    assert set(_metrics(html.parent)["results"]["sources"]) == {"r" * 250}
+
+
+def test_a_failed_evaluation_leaves_no_half_written_report(prep: Path, run: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import synthmed.report.figures as figures
+
+    out = tmp_path / "rep"
+    opts = _opts(n_sets=1, privacy=False, embeddings=("pca",), image_metrics=False)
+    evaluate(prep, run, out, opts)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    (out / "notes.txt").write_text("the user's own file")
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENAMETOOLONG, "File name too long", str(out / "figures" / "x.png"))
+
+    monkeypatch.setattr(figures, "slice_comparison_figure", fail)
+    for target in (out, tmp_path / "fresh"):
+        with pytest.raises(OSError, match="File name too long"):
+            evaluate(prep, run, target, opts)
+    assert not (tmp_path / "fresh").exists()  # nothing at all: no figures/ or features/ without a report
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after.pop(Path("notes.txt")) == b"the user's own file"
+    assert after == before  # the older report is whole and unchanged; no staging folder is left

@@ -94,3 +94,11 @@ def test_corrupt_checkpoint_is_named(run3d: Path, tmp_path: Path) -> None:
     with pytest.raises(SynthmedError, match="run folder does not exist"):
         sample(tmp_path / "nope", 1, tmp_path / "y", progress=False)
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+@pytest.mark.parametrize(("kw", "message"), [({"batch_size": 0}, "--batch-size must be at least 1, got 0"),
+                                              ({"seed": -1}, "--seed must be at least 0, got -1")])
+def test_bad_numbers_are_refused_before_anything_runs(tmp_path: Path, kw: dict, message: str) -> None:
+    with pytest.raises(SynthmedError, match=message):
+        sample(tmp_path / "no-run-needed", 2, tmp_path / "s", progress=False, **kw)
+    assert not (tmp_path / "s").exists()

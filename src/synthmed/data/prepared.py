@@ -3,7 +3,8 @@
 Layout of a prepared folder::
 
     images.npy     float32 (N, 1, *spatial), intensities in [-1, 1]
-    manifest.csv   index, subject_id, label, label_name, source, source_sha256
+    manifest.csv   index, subject_id, label, label_name, source, source_sha256 (and ``note``, what
+                   ``preprocess --allow-missing-slices`` repaired, when any subject has one)
     dataset.json   spatial_dims, shape, spacing, affine (4x4, the prepared space), classes,
                    preprocessing parameters, images_sha256, synthmed version
     splits.json    seeded stratified k folds plus a held-out test set (see ``splits.py``)
@@ -43,6 +44,8 @@ class Record:
     label_name: str
     source: str
     source_sha256: str
+    #: what the reader repaired (``preprocess --allow-missing-slices``); a ``note`` column when any has one
+    note: str = ""
 
 
 @dataclass
@@ -192,9 +195,11 @@ def write_prepared(
     with atomic_path(out / "manifest.csv") as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
-            w.writerow(MANIFEST_COLUMNS)
+            notes = any(r.note for r in records)
+            w.writerow(MANIFEST_COLUMNS + (["note"] if notes else []))
             for i, r in enumerate(records):
-                w.writerow([i, r.subject_id, "" if r.label is None else r.label, r.label_name, r.source, r.source_sha256])
+                w.writerow([i, r.subject_id, "" if r.label is None else r.label, r.label_name, r.source, r.source_sha256]
+                           + ([r.note] if notes else []))
     if splits is not None:
         write_json_atomic(out / "splits.json", splits)
     full = dict(meta)
@@ -236,7 +241,7 @@ def load_prepared(path: str | Path, mmap: bool = True) -> PreparedDataset:
             for row in csv.DictReader(f):
                 lab = row["label"]
                 records.append(Record(row["subject_id"], int(lab) if lab != "" else None, row["label_name"],
-                                      row["source"], row["source_sha256"]))
+                                      row["source"], row["source_sha256"], row.get("note") or ""))
     except (OSError, KeyError, ValueError) as e:
         raise DataError(f"{root / 'manifest.csv'}: cannot read manifest ({e})") from None
     if len(records) != images.shape[0]:

@@ -31,6 +31,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -68,6 +71,10 @@ from synthmed.registry import READERS
 
 log = logging.getLogger(__name__)
 GEOMETRIC_READERS = ("nifti", "bids", "dicom")
+#: largest output grid side of 3D data (every reader): 256^3 float32 is 64 MiB per volume
+MAX_3D_SIZE = 256
+#: fewest voxels per axis the 3D pipeline handles (SimpleITK's recursive Gaussian needs 4)
+MIN_VOXELS = 4
 
 
 @dataclass
@@ -97,6 +104,10 @@ class PreprocessOptions:
             Registration is seeded: reruns with the same thread count give the same result.
         progress: show a tqdm progress bar.
         registration: SimpleITK registration settings.
+        allow_missing_slices: DICOM series with unreadable files, slices without a position or
+            non-uniform slice spacing (a missing slice) are resampled onto a uniform grid instead of
+            refused; what was done is recorded per subject in ``manifest.csv`` (``note``) and
+            ``dataset.json`` (``preprocessing.slice_repairs``).
     """
 
     input: Path
@@ -121,6 +132,7 @@ class PreprocessOptions:
     workers: int = 1
     progress: bool = True
     registration: RegistrationSettings = field(default_factory=RegistrationSettings)
+    allow_missing_slices: bool = False
 
     def validate(self) -> None:
         """Raise ConfigError for out-of-range options."""
@@ -237,7 +249,62 @@ def _align_job(job: _AlignJob) -> tuple[np.ndarray, dict[str, Any]]:
     return resample_onto(src, job.grid_affine, job.grid_shape, default=float(arr.min())), {}
 
 
-def _init_worker(threads: int) -> None:
+def check_registrable(s: RawSubject, spacing: float, register: bool) -> None:
+    """Refuse, naming the file, a volume the 3D pipeline cannot handle (SimpleITK would fail deep inside
+    registration or smoothing without naming it): fewer than :data:`MIN_VOXELS` voxels along an axis
+    (a single slice), with ``register`` fewer than that at ``spacing`` mm, or one value everywhere.
+    """
+    shape = tuple(int(n) for n in s.array.shape)
+    if min(shape) < MIN_VOXELS:
+        what = "a single-slice volume" if min(shape) == 1 else f"a volume only {min(shape)} voxels thick"
+        raise DataError(f"{s.source}: {what} (shape {shape}); 3D preprocessing needs at least {MIN_VOXELS} "
+                        "voxels along every axis (is this a 2D image or a localizer?)")
+    if register:
+        extent = np.asarray(shape, dtype=np.float64) * np.asarray(s.spacing)
+        thin = [k for k in range(3) if round(extent[k] / spacing) < MIN_VOXELS]
+        if thin:
+            k = thin[0]
+            raise DataError(f"{s.source}: covers only {extent[k]:.3g} mm along axis {k} (shape {shape}, spacing "
+                            f"{', '.join(f'{v:.3g}' for v in s.spacing)} mm), fewer than {MIN_VOXELS} voxels at "
+                            f"{spacing:g} mm; registration needs more (or use --no-register)")
+    lo, hi = float(np.min(s.array)), float(np.max(s.array))
+    if lo == hi:
+        what = "an all-zero volume" if hi == 0 else f"a constant volume (every voxel is {lo:g})"
+        raise DataError(f"{s.source}: {what}; there is nothing to register or rescale (an empty or failed "
+                        "export?)")
+
+
+def _die_with_parent(parent: int, poll_s: float = 1.0) -> None:
+    """Make this worker process end when ``parent`` (the process that started it) dies, even by kill -9:
+    a worker waiting for its next job would otherwise block forever, holding its memory.
+
+    On Linux the kernel sends SIGKILL on the parent's death (``prctl(PR_SET_PDEATHSIG)``); everywhere a
+    daemon thread also checks every ``poll_s`` seconds whether the parent is still this process's parent
+    (an orphan is adopted by another process) and ends the process if not.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="synthmed-parent-watchdog", daemon=True).start()
+
+
+def _init_worker(threads: int, parent: int | None = None) -> None:
+    if parent is not None:
+        _die_with_parent(parent)
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
 
 
@@ -250,14 +317,16 @@ def _map(fn: Callable[[Any], Any], jobs: list[Any], workers: int, desc: str, pro
     import multiprocessing as mp
 
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                             initargs=(threads,)) as ex:
+                             initargs=(threads, os.getpid())) as ex:
         yield from progress_bar(ex.map(fn, jobs), **bar)
 
 
 # ------------------------------------------------------------------------------ pipelines
 def _prepare_3d(subjects: list[RawSubject], opts: PreprocessOptions) -> tuple[np.ndarray, dict[str, Any]]:
-    if opts.size is not None and not 32 <= opts.size <= 256:
-        raise ConfigError(f"3D size must be 32..256, got {opts.size}")
+    if opts.size is not None and not 32 <= opts.size <= MAX_3D_SIZE:
+        raise ConfigError(f"3D size must be 32..{MAX_3D_SIZE}, got {opts.size}")
+    for s in subjects:  # before any registration: SimpleITK's errors would not name the file
+        check_registrable(s, opts.spacing, opts.register)
     template = load_template(opts.template, opts.spacing) if opts.register else None
     if template is not None:
         grid_aff, grid_shape = template.affine, template.shape
@@ -320,6 +389,9 @@ def _prepare_arrays(subjects: list[RawSubject], opts: PreprocessOptions) -> tupl
         raise DataError(f"{subjects[0].source.split(':')[0]}: images of different shapes {sorted(shapes)}")
     native = next(iter(shapes))
     d = len(native)
+    if d == 3 and opts.size is not None and opts.size > MAX_3D_SIZE:  # the cap of every 3D reader
+        raise ConfigError(f"3D size must be at most {MAX_3D_SIZE}, got {opts.size} ({len(subjects)} volumes of "
+                          f"{opts.size}^3 would need {len(subjects) * opts.size ** 3 * 4 / 2 ** 30:.3g} GiB)")
     size = native if opts.size is None else (int(opts.size),) * d
     x = np.stack([s.array for s in subjects]).astype(np.float32) / 127.5 - 1.0
     if tuple(size) != tuple(native):
@@ -338,7 +410,7 @@ def _records(subjects: list[RawSubject]) -> tuple[list[Record], list[str]]:
     classes = [] if names == {None} else sorted((str(n) for n in names), key=natural_key)
     index = {c: i for i, c in enumerate(classes)}
     recs = [Record(s.subject_id, None if s.label_name is None else index[s.label_name], s.label_name or "",
-                   s.source, s.source_sha256) for s in subjects]
+                   s.source, s.source_sha256, s.note) for s in subjects]
     return recs, classes
 
 
@@ -361,7 +433,7 @@ def read_subjects(opts: PreprocessOptions) -> tuple[str, list[RawSubject]]:
     """Run the chosen (or detected) reader; returns ``(reader name, subjects)``."""
     reader = detect_reader(opts.input) if opts.reader == "auto" else opts.reader
     subjects = READERS.get(reader)(opts.input, labels_csv=opts.labels_csv, id_column=opts.id_column,
-                                   label_column=opts.label_column)
+                                   label_column=opts.label_column, allow_missing_slices=opts.allow_missing_slices)
     if not subjects:
         raise DataError(f"{opts.input}: no images found")
     ids = [s.subject_id for s in subjects]
@@ -408,6 +480,9 @@ def _run_preprocess(opts: PreprocessOptions, out: Path) -> Path:
     splits = make_splits([r.subject_id for r in records], labels, opts.n_folds, opts.test_fraction, opts.seed,
                          fixed_test=fixed)
     steps = meta["preprocessing"]
+    repairs = {s.subject_id: s.note for s in subjects if s.note}
+    if repairs:
+        steps["slice_repairs"] = repairs
     meta["preprocessing"] = {"reader": reader, "options": opts.to_dict(), **steps,
                              "reference": "paper 000, Methods/Data (MNI registration, 1%/99% clipping, "
                                           "[-1, 1], background trimming, 64^3)"}

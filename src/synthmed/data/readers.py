@@ -46,6 +46,8 @@ class RawSubject:
         affine: 4x4 voxel-to-world affine (RAS+, mm); identity-like for 2D images and MedMNIST.
         source_sha256: SHA-256 of the source file (or of the array bytes for array sources).
         split: the source's own split (``train``/``val``/``test``) when it defines one.
+        note: what the reader repaired (e.g. DICOM slices resampled onto a uniform grid); recorded in
+            the prepared ``manifest.csv``.
     """
 
     subject_id: str
@@ -55,6 +57,7 @@ class RawSubject:
     affine: np.ndarray
     source_sha256: str = ""
     split: str | None = None
+    note: str = ""
 
     @property
     def spatial_dims(self) -> int:
@@ -182,10 +185,19 @@ def load_nifti(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _nifti_files(folder: Path) -> dict[str, Path]:
+    """``{subject id: file}`` of the .nii/.nii.gz files in ``folder``.
+
+    Raises:
+        DataError: two files with one id (``sub-01.nii`` and ``sub-01.nii.gz``), naming both.
+    """
     files: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
         if p.is_file() and p.name.lower().endswith(NIFTI_SUFFIXES):
-            files[strip_suffix(p.name, NIFTI_SUFFIXES)] = p
+            sid = strip_suffix(p.name, NIFTI_SUFFIXES)
+            if sid in files:
+                raise DataError(f"{folder}: two files for subject id {sid!r}: {files[sid].name} and {p.name}; "
+                                "keep one of them (ids are file names without extension)")
+            files[sid] = p
     return files
 
 
@@ -203,6 +215,7 @@ def read_nifti(path: str | Path, labels_csv: str | Path | None = None, id_column
     files = _nifti_files(folder)
     if not files:
         raise DataError(f"{folder}: no .nii or .nii.gz files found")
+    _warn_ignored(folder, "nifti")
     csv_path = Path(labels_csv) if labels_csv else None
     subjects = []
     for sid, lab, p in match_labels(files, csv_path, id_column, label_column):
@@ -247,32 +260,234 @@ def read_bids(path: str | Path, label_column: str | None = "label", **_: object)
 
 
 # ----------------------------------------------------------------------------------- DICOM
-def load_dicom_series(folder: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Read the DICOM series in ``folder`` (the largest one if several) with SimpleITK/GDCM.
+#: files in a series folder that are not slices and are not checked (besides hidden files)
+DICOM_IGNORED_NAMES = ("DICOMDIR",)
+DICOM_IGNORED_SUFFIXES = (".txt", ".md", ".json", ".csv", ".tsv", ".xml", ".html", ".pdf", ".log", ".ini",
+                          ".yaml", ".yml")
+#: slice positions must be uniform within this fraction of the series' slice spacing (and 0.001 mm)
+SLICE_SPACING_TOLERANCE = 0.01
+_FLAG_HINT = "--allow-missing-slices to resample the readable slices onto a uniform grid"
+
+
+@dataclass
+class _Slice:
+    name: str
+    position: np.ndarray | None  # ImagePositionPatient (LPS, mm)
+    orientation: np.ndarray | None  # ImageOrientationPatient (row and column cosines, LPS)
+
+
+def _dicom_header(path: str | Path) -> tuple[object | None, str]:
+    """``(pydicom dataset without pixel data, "")``, or ``(None, why it cannot be read)``."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        return pydicom.dcmread(str(path), stop_before_pixels=True), ""
+    except InvalidDicomError:
+        return None, "not a DICOM file"
+    except Exception as e:  # pydicom raises many kinds on truncated or corrupt files
+        return None, f"{type(e).__name__}: {e}"
+
+
+def _float_tag(ds: object, keyword: str, n: int) -> np.ndarray | None:
+    value = getattr(ds, keyword, None)
+    try:
+        arr = np.asarray([float(v) for v in value], dtype=np.float64) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+    return arr if arr is not None and arr.shape == (n,) and np.isfinite(arr).all() else None
+
+
+def _series_slices(names: list[str]) -> list[_Slice]:
+    out = []
+    for n in names:
+        ds, _ = _dicom_header(n)
+        pos = _float_tag(ds, "ImagePositionPatient", 3) if ds is not None else None
+        ori = _float_tag(ds, "ImageOrientationPatient", 6) if ds is not None else None
+        out.append(_Slice(n, pos, ori))
+    return out
+
+
+def _unreadable_files(folder: Path, in_series: set[str], series_uid: str | None) -> list[tuple[Path, str]]:
+    """Files of ``folder`` that GDCM put in no series and that are unreadable or are slices of the chosen
+    series (GDCM leaves out truncated and corrupt slices without a word)."""
+    bad = []
+    for p in sorted(folder.iterdir()):
+        if (not p.is_file() or p.name.startswith(".") or p.name.upper() in DICOM_IGNORED_NAMES
+                or p.suffix.lower() in DICOM_IGNORED_SUFFIXES or str(p) in in_series):
+            continue
+        ds, why = _dicom_header(p)
+        if ds is None:
+            bad.append((p, why))
+        elif not getattr(ds, "SeriesInstanceUID", None):
+            bad.append((p, "an incomplete DICOM file (no SeriesInstanceUID; truncated?)"))
+        elif series_uid is not None and str(getattr(ds, "SeriesInstanceUID", "")) == series_uid:
+            bad.append((p, "a slice of the series that cannot be read (truncated or corrupt pixel data?)"))
+    return bad
+
+
+def _slice_normal(slices: list[_Slice], folder: Path) -> np.ndarray:
+    ori = slices[0].orientation
+    assert ori is not None
+    for s in slices[1:]:
+        if s.orientation is not None and not np.allclose(s.orientation, ori, atol=1e-3):
+            raise DataError(f"{folder}: the slices of the DICOM series have different orientations "
+                            f"(ImageOrientationPatient of {Path(slices[0].name).name} and {Path(s.name).name} "
+                            "differ); one series folder must hold one stack of parallel slices")
+    normal = np.cross(ori[:3], ori[3:])
+    norm = np.linalg.norm(normal)
+    if norm < 1e-6:
+        raise DataError(f"{slices[0].name}: invalid ImageOrientationPatient {ori.tolist()}")
+    return normal / norm
+
+
+def check_slice_positions(folder: Path, slices: list[_Slice],
+                          tolerance: float = SLICE_SPACING_TOLERANCE) -> tuple[np.ndarray, float, list[str]]:
+    """Check that the slices of a series are evenly spaced along their normal.
+
+    Positions are ImagePositionPatient projected on the slice normal (the cross product of the
+    ImageOrientationPatient row and column cosines).
 
     Returns:
-        ``(array (X, Y, Z), affine 4x4 RAS, file names)``.
+        ``(sorted positions relative to the first (mm), the series' slice spacing (the median gap),
+        non-uniform gaps as text)``; the gaps are empty for a uniform series.
+
+    Raises:
+        DataError: two slices at one position, slices of different orientations.
+    """
+    normal = _slice_normal(slices, folder)
+    proj = np.array([float(np.dot(s.position, normal)) for s in slices])  # type: ignore[arg-type]
+    order = np.argsort(proj, kind="stable")
+    proj = proj[order]
+    names = [Path(slices[i].name).name for i in order]
+    gaps = np.diff(proj)
+    if len(gaps) == 0:
+        return proj - proj[0], 0.0, []
+    dup = np.flatnonzero(gaps < 1e-3)
+    if len(dup):
+        i = int(dup[0])
+        raise DataError(f"{folder}: two DICOM slices at the same position ({names[i]} and {names[i + 1]}, "
+                        f"{proj[i]:.4g} mm along the slice normal); one series folder must hold one stack of "
+                        "slices (a duplicate file, or two series with the same SeriesInstanceUID?)")
+    spacing = float(np.median(gaps))
+    tol = max(tolerance * spacing, 1e-3)
+    bad = np.flatnonzero(np.abs(gaps - spacing) > tol)
+    text = [f"{names[i]} to {names[i + 1]}: {gaps[i]:.4g} mm" for i in bad]
+    return proj - proj[0], spacing, text
+
+
+def _uniform_slices(arr: np.ndarray, positions: np.ndarray, spacing: float) -> np.ndarray:
+    """Linear interpolation along the last axis from slices at ``positions`` (mm, increasing, first 0)
+    onto positions 0, spacing, 2 spacing ... up to the last slice."""
+    n = int(round(positions[-1] / spacing)) + 1
+    target = np.arange(n) * spacing
+    j = np.clip(np.searchsorted(positions, target, side="right") - 1, 0, len(positions) - 2)
+    w = np.clip((target - positions[j]) / (positions[j + 1] - positions[j]), 0.0, 1.0).astype(np.float32)
+    src = np.asarray(arr, dtype=np.float32)
+    return src[..., j] * (1.0 - w) + src[..., j + 1] * w
+
+
+def load_dicom_series(folder: Path, allow_missing_slices: bool = False,
+                      tolerance: float = SLICE_SPACING_TOLERANCE) -> tuple[np.ndarray, np.ndarray, list[str], str]:
+    """Read the DICOM series in ``folder`` (the largest one if several) with SimpleITK/GDCM.
+
+    Before reading, every slice's ImagePositionPatient projected on the slice normal is checked for
+    uniform spacing (within ``tolerance`` of the median gap), and every other file in the folder must
+    be a readable DICOM file of another series: GDCM leaves truncated and corrupt slices out without a
+    word, and ITK then stacks the rest evenly (89 slices at 2.02 mm instead of 90 at 2 mm).
+
+    Args:
+        allow_missing_slices: instead of refusing, leave unreadable files and slices without a
+            position out and, when the remaining slices are not evenly spaced, resample them (linear
+            interpolation along the normal) onto a uniform grid at the series' slice spacing.
+
+    Returns:
+        ``(array (X, Y, Z), affine 4x4 RAS, file names, note)``; ``note`` says what was repaired
+        ("" when nothing was).
+
+    Raises:
+        DataError: naming the folder or file: no series, an unreadable file, a slice without a
+            position, non-uniform slice spacing (a missing slice), duplicate positions.
     """
     reader = sitk.ImageSeriesReader()
     series = reader.GetGDCMSeriesIDs(str(folder))
     if not series:
         raise DataError(f"{folder}: no DICOM series found")
-    names = max((reader.GetGDCMSeriesFileNames(str(folder), s) for s in series), key=len)
+    all_names = {s: list(reader.GetGDCMSeriesFileNames(str(folder), s)) for s in series}
+    uid = max(all_names, key=lambda s: len(all_names[s]))
+    names = all_names[uid]
     if len(series) > 1:
         log.warning("%s: %d DICOM series; using the largest (%d files)", folder, len(series), len(names))
+    in_series = {str(Path(n)) for ns in all_names.values() for n in ns}
+    notes: list[str] = []
+    bad = _unreadable_files(folder, in_series, _series_uid(names[0]))
+    if bad and not allow_missing_slices:
+        p, why = bad[0]
+        more = f" (and {len(bad) - 1} more file(s))" if len(bad) > 1 else ""
+        raise DataError(f"{p}: unreadable file in the DICOM series folder {folder}: {why}{more}; remove or "
+                        f"replace it, or pass {_FLAG_HINT}")
+    if bad:
+        notes.append("left out " + ", ".join(p.name for p, _ in bad) + " (unreadable)")
+    slices = _series_slices(names)
+    unplaced = [s for s in slices if s.position is None or s.orientation is None]
+    if unplaced and not allow_missing_slices:
+        raise DataError(f"{unplaced[0].name}: no valid ImagePositionPatient/ImageOrientationPatient, so the slice "
+                        f"cannot be placed in the DICOM series {folder}"
+                        f"{f' (and {len(unplaced) - 1} more slice(s))' if len(unplaced) > 1 else ''}; fix or remove it, or pass "
+                        f"{_FLAG_HINT}")
+    if unplaced:
+        notes.append("left out " + ", ".join(Path(s.name).name for s in unplaced) + " (no position)")
+        slices = [s for s in slices if s.position is not None and s.orientation is not None]
+        if not slices:
+            raise DataError(f"{folder}: no slice of the DICOM series has a position")
+    positions, spacing, uneven = np.zeros(1), 0.0, []
+    if len(slices) > 1:
+        positions, spacing, uneven = check_slice_positions(folder, slices, tolerance)
+        normal = _slice_normal(slices, folder)
+        slices = sorted(slices, key=lambda s: float(np.dot(s.position, normal)))  # type: ignore[arg-type]
+    if uneven and not allow_missing_slices:
+        raise DataError(f"{folder}: non-uniform slice spacing in the DICOM series ({len(slices)} slices at "
+                        f"{spacing:.4g} mm, but {'; '.join(uneven[:3])}{' ...' if len(uneven) > 3 else ''}): a "
+                        f"missing slice? Complete the series, or pass {_FLAG_HINT}")
+    names = [s.name for s in slices]
     reader.SetFileNames(names)
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    if uneven:  # ITK's "Non uniform sampling or missing slices detected": said above, and repaired below
+        sitk.ProcessObject.SetGlobalWarningDisplay(False)
     try:
         img = reader.Execute()
     except RuntimeError as e:
         raise DataError(f"{folder}: cannot read DICOM series ({str(e).strip().splitlines()[-1]})") from None
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
     arr, aff = sitk_to_array(img)
-    return check_volume(arr, folder), aff, list(names)
+    if uneven:
+        arr = _uniform_slices(arr, positions, spacing)
+        axis = aff[:3, 2] / np.linalg.norm(aff[:3, 2])
+        aff = aff.copy()
+        aff[:3, 2] = axis * spacing
+        notes.append(f"resampled {len(slices)} unevenly spaced slices onto {arr.shape[2]} at {spacing:.4g} mm "
+                     f"(linear; {'; '.join(uneven[:5])}{' ...' if len(uneven) > 5 else ''})")
+    note = "; ".join(notes)
+    if note:
+        log.warning("%s: %s (--allow-missing-slices)", folder, note)
+    return check_volume(arr, folder), aff, names, note
+
+
+def _series_uid(path: str) -> str | None:
+    ds, _ = _dicom_header(path)
+    uid = getattr(ds, "SeriesInstanceUID", None) if ds is not None else None
+    return None if uid is None else str(uid)
 
 
 @READERS.register("dicom")
 def read_dicom(path: str | Path, labels_csv: str | Path | None = None, id_column: str = "subject_id",
-               label_column: str | None = "label", **_: object) -> list[RawSubject]:
-    """One subfolder per subject holding a DICOM series; labels from a CSV (ids = folder names)."""
+               label_column: str | None = "label", allow_missing_slices: bool = False,
+               **_: object) -> list[RawSubject]:
+    """One subfolder per subject holding a DICOM series; labels from a CSV (ids = folder names).
+
+    Series with non-uniform slice positions, slices without a position or unreadable files are refused
+    unless ``allow_missing_slices`` (see :func:`load_dicom_series`)."""
     root = Path(path)
     _require_dir(root, "DICOM")
     folders = {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")}
@@ -281,9 +496,9 @@ def read_dicom(path: str | Path, labels_csv: str | Path | None = None, id_column
     subjects = []
     for sid, lab, folder in match_labels(folders, Path(labels_csv) if labels_csv else None, id_column,
                                          label_column):
-        arr, aff, names = load_dicom_series(folder)
+        arr, aff, names, note = load_dicom_series(folder, allow_missing_slices)
         h = hashlib.sha256("".join(sha256_file(n) for n in names).encode()).hexdigest()
-        subjects.append(RawSubject(sid, lab, str(folder), arr, aff, h))
+        subjects.append(RawSubject(sid, lab, str(folder), arr, aff, h, note=note))
     return subjects
 
 
@@ -325,6 +540,7 @@ def read_images(path: str | Path, **_: object) -> list[RawSubject]:
     """2D images in one folder per class (PNG/JPG/BMP/TIF, converted to grayscale)."""
     root = Path(path)
     _require_dir(root, "image")
+    _warn_ignored(root, "images")
     subjects = []
     for split, folder in _image_sets(root):
         for cls, files in _class_dirs(folder).items():
@@ -347,11 +563,46 @@ def _looks_dicom(folder: Path) -> bool:
     return False
 
 
+_KIND_TEXT = {"nifti": ".nii[.gz] files", "dicom": "DICOM subfolders", "images": "class folders of images"}
+
+
+def input_kinds(folder: Path) -> dict[str, list[str]]:
+    """The kinds of input directly in ``folder``: ``{"nifti" | "dicom" | "images": [example names]}``."""
+    kinds: dict[str, list[str]] = {}
+    nii = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(NIFTI_SUFFIXES))
+    if nii:
+        kinds["nifti"] = nii
+    subdirs = [d for d in sorted(folder.iterdir()) if d.is_dir() and not d.name.startswith(".")]
+    dicom = [d.name + "/" for d in subdirs if _looks_dicom(d)]
+    if dicom:
+        kinds["dicom"] = dicom
+    classes = [d + "/" for d in _class_dirs(folder)]
+    sets = [d.name + "/" for d in subdirs if d.name.lower() in SPLIT_NAMES and _class_dirs(d)]
+    images = [c for c in classes if c not in dicom] + sets
+    if images:
+        kinds["images"] = images
+    return kinds
+
+
+def _examples(names: list[str], k: int = 3) -> str:
+    return ", ".join(names[:k]) + (f" and {len(names) - k} more" if len(names) > k else "")
+
+
+def _warn_ignored(folder: Path, reader: str) -> None:
+    """One warning per other kind of input in ``folder`` that ``reader`` does not read."""
+    for kind, names in input_kinds(folder).items():
+        if kind != reader:
+            log.warning("%s: the %s reader ignores the %s here (%s); choose what to read with --reader, or move "
+                        "them to another folder", folder, reader, _KIND_TEXT[kind], _examples(names))
+
+
 def detect_reader(path: str | Path) -> str:
     """Guess the reader for ``path`` (the ``auto`` reader's rule).
 
-    participants.tsv -> ``bids``; ``.npz`` -> ``medmnist``; class subfolders with images ->
-    ``images``; .nii[.gz] files -> ``nifti``; subfolders with DICOM files -> ``dicom``.
+    participants.tsv -> ``bids``; ``.npz`` -> ``medmnist``; .nii[.gz] files -> ``nifti``; subfolders
+    with DICOM files -> ``dicom``; class subfolders with images -> ``images``.  A folder holding more
+    than one of the last three kinds is refused (DataError naming them): the reader would silently
+    ignore the others.
     """
     p = Path(path)
     if p.is_file():
@@ -362,16 +613,14 @@ def detect_reader(path: str | Path) -> str:
         raise DataError(f"{p}: input does not exist")
     if (p / "participants.tsv").is_file():
         return "bids"
-    if _nifti_files(p):
-        return "nifti"
-    subdirs = [d for d in sorted(p.iterdir()) if d.is_dir() and not d.name.startswith(".")]
-    if any(_looks_dicom(d) for d in subdirs):
-        return "dicom"
-    try:
-        _image_sets(p)
-        return "images"
-    except DataError:
-        pass
+    kinds = input_kinds(p)
+    if len(kinds) > 1:
+        found = "; ".join(f"{_KIND_TEXT[k]} ({_examples(v)})" for k, v in kinds.items())
+        raise DataError(f"{p}: holds more than one kind of input: {found}; one reader would ignore the others. "
+                        f"Choose one with --reader {' or --reader '.join(kinds)}, or move the others to another "
+                        "folder")
+    if kinds:
+        return next(iter(kinds))
     raise DataError(f"{p}: cannot tell the input format (no participants.tsv, .npz, .nii[.gz] files, "
                     "DICOM subfolders or class folders of images); choose one with --reader")
 

@@ -31,8 +31,10 @@ run's ``data.json``) against the real subjects it never saw (the test split), in
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
+import re
 import resource
 import sys
 import time
@@ -49,7 +51,7 @@ from synthmed.errors import ConfigError, DataError
 from synthmed.evaluate.fidelity import FidelityOptions, feature_metric_rows, image_metric_rows, make_extractor
 from synthmed.evaluate.synthetic import SyntheticSet, is_run_folder, load_sampled_folder, sample_run
 from synthmed.features.cache import array_sha256, cached_features
-from synthmed.io_utils import folder_lock
+from synthmed.io_utils import folder_lock, link_tree, staged_contents
 from synthmed.report.html import Estimate, Figure, KeyValues, Report, Table, Text
 
 log = logging.getLogger(__name__)
@@ -256,7 +258,7 @@ def _privacy(name: str, ds: PreparedDataset, src: Source, real_feats_all: np.nda
         blocks.append(Text(f"SSIM with the nearest training image for the {nq} synthetic samples closest in "
                            f"pixel space (each re-ranked among its {cfg.candidates} L2-nearest): max "
                            f"{float(np.max(1 - dist[:, 0])):.3f}, median {float(np.median(1 - dist[:, 0])):.3f}."))
-    fig = nearest_neighbour_figure(syn, train_img, pix["nearest_train"], out / "figures" / f"{name}_nearest.png",
+    fig = nearest_neighbour_figure(syn, train_img, pix["nearest_train"], out / "figures" / figure_file(name, "nearest"),
                                    distances=pix["synthetic_dcr"])
     blocks.append(Figure(fig, caption="Synthetic samples closest to a training image (left) beside that "
                                       "training image (right), pixel L2; the most likely copies are shown."))
@@ -343,9 +345,35 @@ def evaluate(real: str | Path, synthetic: str | Path | Sequence[str | Path], out
     Returns:
         The path of ``report.html``.
     """
-    # one writer per report folder; removes the temporaries a killed evaluation left there
+    # one writer per report folder; removes the temporaries (and the staging folder) a killed evaluation left
+    out = Path(out)
     with folder_lock(out, subfolders=("figures", "features")):
-        return _evaluate(real, synthetic, Path(out), opts, names)
+        # everything is written into a staging folder and published only when complete: a failure leaves
+        # the folder as it was (an older report stays whole); the feature cache is carried over
+        with staged_contents(out, owned=REPORT_ENTRIES, last=("metrics.json", "report.html")) as tmp:
+            link_tree(out / "features", tmp / "features")
+            html = _evaluate(real, synthetic, tmp, opts, names)
+        return out / html.relative_to(tmp)
+
+
+#: what ``evaluate`` writes into a report folder (replaced as a whole by the next evaluation)
+REPORT_ENTRIES = ("report.html", "metrics.json", "report.png", "figures", "features")
+#: longest file-name stem of a figure made from a source's name (file systems allow 255 bytes)
+MAX_FIGURE_STEM = 80
+
+
+def figure_file(source: str, what: str) -> str:
+    """File name of the ``what`` figure of a synthetic source (``NAME_slices.png``).
+
+    Characters other than letters, digits, ``.``, ``_`` and ``-`` become ``_``; a name that had to be
+    changed, or is longer than :data:`MAX_FIGURE_STEM` characters, is cut and gets the first 10 hex
+    digits of the SHA-256 of the full name, so distinct sources keep distinct files.
+    """
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", source).lstrip(".") or "source"
+    if safe != source or len(safe) > MAX_FIGURE_STEM:
+        digest = hashlib.sha256(source.encode("utf-8")).hexdigest()[:10]
+        safe = f"{safe[:MAX_FIGURE_STEM]}-{digest}"
+    return f"{safe}_{what}.png"
 
 
 def _evaluate(real: str | Path, synthetic: str | Path | Sequence[str | Path], out: Path,
@@ -484,7 +512,7 @@ def _evaluate(real: str | Path, synthetic: str | Path | Sequence[str | Path], ou
                     rf, sf = rf[ir], sf[isn]
                     rl = None if rl is None else rl[ir]
                     sl = None if sl is None else sl[isn]
-                figs.append(Figure(embedding_figure(rf, sf, out / "figures" / f"{s.name}_{method}.png", method=method,
+                figs.append(Figure(embedding_figure(rf, sf, out / "figures" / figure_file(s.name, method), method=method,
                                                     real_labels=rl, synthetic_labels=sl, class_names=ds.classes,
                                                     seed=opts.seed),
                                    caption=f"{method.upper()} of real and synthetic features ({space['name']})"))
@@ -495,20 +523,20 @@ def _evaluate(real: str | Path, synthetic: str | Path | Sequence[str | Path], ou
         for s in sources:
             lab_r = real_labels if s.first.labels is not None else None
             blocks: list[Any] = [Figure(slice_comparison_figure(
-                real_img, s.first.images, out / "figures" / f"{s.name}_slices.png", labels_real=lab_r,
+                real_img, s.first.images, out / "figures" / figure_file(s.name, "slices"), labels_real=lab_r,
                 labels_synthetic=s.first.labels, class_names=ds.classes, spacing=spacing),
                 caption="Real (left) and synthetic (right)" + (", per class" if lab_r is not None else "") +
                         (": axial slices at 16, 24, 32, 40, 48 of 64 (paper 000), scaled to the depth"
                          if ds.spatial_dims == 3 else ""))]
             if ds.spatial_dims == 3:
                 blocks.append(Figure(slice_comparison_figure(
-                    real_img, s.first.images, out / "figures" / f"{s.name}_planes.png", labels_real=lab_r,
+                    real_img, s.first.images, out / "figures" / figure_file(s.name, "planes"), labels_real=lab_r,
                     labels_synthetic=s.first.labels, class_names=ds.classes, view="three-plane", spacing=spacing),
                     caption="Middle sagittal, coronal and axial planes"))
             if is_run_folder(s.path) and (s.path / "metrics.csv").is_file():
                 try:
                     blocks.append(Figure(training_curves_figure(s.path / "metrics.csv",
-                                                                out / "figures" / f"{s.name}_training.png"),
+                                                                out / "figures" / figure_file(s.name, "training")),
                                          caption="Training curves (metrics.csv of the run)"))
                 except ValueError as e:
                     blocks.append(Text(f"No training curves: {e}"))
@@ -590,10 +618,11 @@ def _reconstruction(report: Report, results: dict[str, Any], sources: list[Sourc
             report.add(f"Reconstruction: {s.name}", Text(why))
             results["sources"][s.name]["reconstruction"] = {"skipped": why}
             continue
-        blocks, res = reconstruction_section(run, real_img, out / "figures" / f"{s.name}_reconstruction.png",
+        blocks, res = reconstruction_section(run, real_img, out / "figures" / figure_file(s.name, "reconstruction"),
                                              device=opts.device, batch_size=opts.batch_size, labels=real_labels)
         report.add(f"Reconstruction: {s.name} (paper 002, Fig. 3)", *blocks)
-        results["sources"][s.name]["reconstruction"] = res
+        # the figure's path inside the report folder (``out`` is a staging folder until published)
+        results["sources"][s.name]["reconstruction"] = {**res, "figure": str(Path(res["figure"]).relative_to(out))}
 
 
 def _inception(report: Report, results: dict[str, Any], sources: list[Source], real_img: np.ndarray,

@@ -30,7 +30,9 @@ def array_sha256(images: np.ndarray) -> str:
 
 def cache_path(extractor: FeatureExtractor, cache_dir: str | Path, dataset_key: str) -> Path:
     """Where the features of ``dataset_key`` in ``extractor``'s feature space are cached."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", dataset_key)[:80]
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", dataset_key)
+    if len(safe) > 80:  # cut, but keep distinct keys distinct (a long source name followed by a data hash)
+        safe = f"{safe[:63]}-{hashlib.sha256(dataset_key.encode('utf-8')).hexdigest()[:16]}"
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", extractor.name)
     return Path(cache_dir) / f"{safe}__{name}__{extractor.describe_sha256()[:16]}.npy"
 

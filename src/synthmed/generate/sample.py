@@ -28,7 +28,7 @@ from synthmed import __version__
 from synthmed.config import RunConfig, load_config
 from synthmed.errors import DataError, SynthmedError
 from synthmed.generate.writers import write_nifti, write_png
-from synthmed.io_utils import atomic_dir, folder_lock, sha256_file, write_json_atomic
+from synthmed.io_utils import atomic_dir, folder_lock, naming_path, sha256_file, write_json_atomic
 from synthmed.models.base import ModelFamily, get_family
 from synthmed.progress import progress as progress_bar
 from synthmed.train.checkpoint import RunFolder, check_compatible, load_checkpoint, load_nets
@@ -145,6 +145,10 @@ def sample(run_dir: str | Path, n: int | None, out: str | Path, seed: int = 0, b
     Raises:
         SynthmedError: labels for an unconditional run, unknown labels, a bad table.
     """
+    if int(batch_size) < 1:
+        raise DataError(f"--batch-size must be at least 1, got {batch_size}")
+    if int(seed) < 0:
+        raise DataError(f"--seed must be at least 0, got {seed}")
     run = load_run(run_dir, checkpoint, device, ema=ema)
     n, request = resolve_label_request(run, n, labels, labels_from)
     if n < 1:
@@ -174,10 +178,11 @@ def _write_samples(run: LoadedRun, n: int, tmp: Path, seed: int, batch_size: int
         imgs = generate_batch(run, seeds, lab)
         for j, (s, img) in enumerate(zip(seeds, imgs, strict=True)):
             name = f"synthetic_{s - seed:05d}" + (".nii.gz" if is3d else ".png")
-            if is3d:
-                write_nifti(img[0], affine, tmp / name)
-            else:
-                write_png(img[0], tmp / name)
+            with naming_path(tmp / name):  # a failed write (disk full) names the file
+                if is3d:
+                    write_nifti(img[0], affine, tmp / name)
+                else:
+                    write_png(img[0], tmp / name)
             rows.append({"file": name, **_label_columns(run, lab[j] if lab is not None else None), "seed": s})
         if len(preview) < 8:
             preview.extend(imgs[: 8 - len(preview)])
@@ -189,7 +194,7 @@ def _write_manifest(run: LoadedRun, rows: list[dict[str, Any]], tmp: Path, seed:
     extra = {"model": run.cfg.model.name, "checkpoint": str(run.checkpoint.resolve()),
              "checkpoint_sha256": run.checkpoint_sha256, "step": run.step}
     cols = ["file", "label", "label_name", *(["findings"] if run.conditioning.get("multi_label") else []), "seed", *extra]
-    with open(tmp / "manifest.csv", "w", newline="", encoding="utf-8") as f:
+    with naming_path(tmp / "manifest.csv"), open(tmp / "manifest.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
         for r in rows:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
 
+from synthmed.io_utils import naming_path
+
 
 class MetricsLogger:
     """Append scalar rows to a CSV and to TensorBoard.
@@ -35,6 +37,12 @@ class MetricsLogger:
             csv.writer(f).writerows(keep)
 
     def log(self, step: int, values: dict[str, float]) -> None:
+        with naming_path(self.csv_path):  # a failed write (disk full) names the CSV
+            self._log_csv(step, values)
+        for k, v in values.items():
+            self.tb.add_scalar(k, v, step)
+
+    def _log_csv(self, step: int, values: dict[str, float]) -> None:
         if self.columns is None:
             self.columns = ["step", *values]
             with open(self.csv_path, "w", newline="", encoding="utf-8") as f:
@@ -44,8 +52,6 @@ class MetricsLogger:
         with open(self.csv_path, "a", newline="", encoding="utf-8") as f:
             # a value not measured at this step (a preview-time metric between previews) is an empty cell
             csv.writer(f).writerow([step, *(f"{values[c]:.6g}" if c in values else "" for c in self.columns[1:])])
-        for k, v in values.items():
-            self.tb.add_scalar(k, v, step)
 
     def _add_columns(self, new: list[str]) -> None:
         """A value seen for the first time (a guard that fired, a preview-time metric): rewrite the CSV

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import platform
@@ -33,8 +34,14 @@ from synthmed.config import (
     read_yaml,
 )
 from synthmed.data.prepared import PreparedDataset, load_prepared
-from synthmed.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
-from synthmed.io_utils import folder_lock, sha256_file, write_json_atomic, write_text_atomic
+from synthmed.errors import CheckpointError, ConfigError, DataError, SynthmedError, TrainingDiverged
+from synthmed.io_utils import (
+    describe_os_error,
+    folder_lock,
+    sha256_file,
+    write_json_atomic,
+    write_text_atomic,
+)
 from synthmed.models.base import ModelFamily, get_family
 from synthmed.progress import progress as progress_bar
 from synthmed.train import distributed as D
@@ -53,6 +60,8 @@ from synthmed.train.guards import Guards, diversity_ratio
 from synthmed.train.logger import MetricsLogger
 from synthmed.train.sampler import IndexStream
 from synthmed.train.steps import Step, make_step
+
+log = logging.getLogger(__name__)
 
 PREVIEW_SEED = 20_000
 
@@ -339,7 +348,7 @@ def _write_run_files(sess: Session, resume: bool, start: int) -> None:
     prev.update({
         "synthmed_version": __version__, "git_commit": _git_commit(), "torch_version": torch.__version__, "python": platform.python_version(),
         "command": sys.argv, "device": str(sess.device), "world_size": sess.info.world_size,
-        "model": sess.cfg.model.name, "seed": sess.cfg.train.seed, "status": "running",
+        "model": sess.cfg.model.name, "seed": sess.cfg.train.seed, "status": "running", "pid": os.getpid(),
         "conditioning": sess.conditioning, "warnings": sess.guards.warnings if sess.guards else [],
     })
     prev.setdefault("started", time.strftime("%Y-%m-%dT%H:%M:%S"))
@@ -366,6 +375,49 @@ def _set_status(run: RunFolder, **fields: Any) -> None:
         d = json.loads(run.run_json.read_text(encoding="utf-8"))
         d.update(fields)
         write_json_atomic(run.run_json, d)
+
+
+def describe_failure(error: BaseException) -> str:
+    """The one line ``run.json`` records for a training that stopped on ``error``."""
+    if isinstance(error, OSError):
+        return describe_os_error(error)
+    text = str(error).strip().splitlines()
+    return text[0] if isinstance(error, SynthmedError) and text else f"{type(error).__name__}: {' '.join(text)}"
+
+
+def mark_failed(run: RunFolder, error: BaseException) -> bool:
+    """Record in ``run.json`` that the training running in ``run`` stopped on ``error``: ``"status": "failed"``,
+    the reason under ``"error"`` and the time under ``"failed"``.  Only a run that this process started
+    (``pid``) and whose status is still ``running`` is changed: diverged and interrupted runs record their
+    own status, and a refused ``--resume`` (changed settings or data) leaves the run's record alone.
+
+    The file is replaced atomically when possible; when that fails too (a full disk has no room for the
+    temporary copy), it is rewritten in place, which needs no new space on most file systems.
+
+    Returns:
+        Whether the failure was recorded.
+    """
+    try:
+        d = json.loads(run.run_json.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if d.get("status") != "running" or d.get("pid") != os.getpid():
+        return False
+    d.update(status="failed", error=describe_failure(error), failed=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    text = json.dumps(d, indent=2) + "\n"
+    try:
+        write_text_atomic(run.run_json, text)
+        return True
+    except OSError:
+        pass
+    try:
+        with open(run.run_json, "r+", encoding="utf-8") as f:
+            f.write(text)
+            f.truncate()
+        return True
+    except OSError as e:
+        log.warning("%s: could not record that training failed (%s)", run.run_json, describe_os_error(e))
+        return False
 
 
 def _preview(sess: Session, step_no: int) -> float:
@@ -465,6 +517,10 @@ def train(cfg: RunConfig, data_dir: str | Path, out_dir: str | Path, resume: boo
         info = D.init_distributed(cfg.train.device)
         try:
             return _train(cfg, Path(data_dir), out, resume, progress, info)
+        except Exception as e:  # a full disk, a bug ...: run.json must not keep saying "running"
+            if main:
+                mark_failed(run, e)
+            raise
         finally:
             D.shutdown(info)
 
