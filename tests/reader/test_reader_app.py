@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import io
+import json
 import re
 import sqlite3
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from PIL import Image
 from reader_helpers import make_study
 
 from synthmed.reader.app import create_app
+from synthmed.reader.render import encode_png, mosaic
 from synthmed.reader.study import Study, load_truth
 
 
@@ -239,6 +244,7 @@ def test_pages_and_images_do_not_reveal_the_source(served: tuple[Path, Any, Stud
     c = app.test_client()
     pages: dict[str, set] = {"real": set(), "synthetic": set()}
     image_meta: dict[tuple[str, str], set] = {}
+    compressed: dict[str, list[int]] = {"real": [], "synthetic": []}
     for k, item in enumerate(study.orders["reader-1"]):
         r = c.get(f"/r/{tok}")
         headers = tuple(sorted((h, v) for h, v in r.headers.items() if h.lower() != "date"))
@@ -248,15 +254,43 @@ def test_pages_and_images_do_not_reveal_the_source(served: tuple[Path, Any, Stud
         for lay in study.layouts:
             img = c.get(f"/r/{tok}/img/{item}/{lay.name}.png")
             assert img.status_code == 200 and img.mimetype == "image/png"
+            with Image.open(io.BytesIO(img.data)) as im:  # the padded PNG shows exactly the study's pixels
+                np.testing.assert_array_equal(np.asarray(im), mosaic(study.image(item), lay))
             key = (truth[item]["source"], lay.name)
             image_meta.setdefault(key, set()).add(
                 tuple(sorted((h, v) for h, v in img.headers.items() if h.lower() != "date")))
+            compressed[truth[item]["source"]].append(len(encode_png(mosaic(study.image(item), lay))))
         c.post(f"/r/{tok}/answer", data={"item": item, "position": str(k), "answer": "real"})
     # after removing the item id and the position, every page is the same, real or synthetic
     assert len(pages["real"]) == 1 and pages["real"] == pages["synthetic"]
-    for lay in study.layouts:  # identical headers, including Content-Length, for both sources
-        assert image_meta[("real", lay.name)] == image_meta[("synthetic", lay.name)]
-        assert len(image_meta[("real", lay.name)]) == 1
+    # compressed alone, the smooth real blobs and the noisy synthetic images differ in size ...
+    assert max(compressed["real"]) < min(compressed["synthetic"])
+    # ... but every image response of the study has the same headers, Content-Length included
+    assert len(set().union(*image_meta.values())) == 1
+    headers = dict(next(iter(image_meta[("real", "axial")])))
+    assert int(headers["Content-Length"]) == app.extensions["synthmed_reader"]["png"].record_bytes
+    assert headers["Cache-Control"] == "private, max-age=86400, immutable"
+
+
+def test_png_cache_is_built_when_missing_or_stale(tmp_path: Path) -> None:
+    root = make_study(tmp_path, 2, n_real=2, n_synthetic=2, readers=1, size=12)
+    first = (root / "images_png.bin").read_bytes()
+    assert len(first) == 4 * json.loads((root / "images_png.json").read_text())["record_bytes"]
+    for damage in ("missing", "stale", "truncated"):
+        if damage == "missing":  # a study written before the cache existed
+            (root / "images_png.bin").unlink()
+            (root / "images_png.json").unlink()
+        elif damage == "stale":  # rendered by another version
+            info = json.loads((root / "images_png.json").read_text())
+            (root / "images_png.json").write_text(json.dumps({**info, "key": "0" * 64}))
+        else:
+            (root / "images_png.bin").write_bytes(first[:-1])
+        app = create_app(root)
+        assert (root / "images_png.bin").read_bytes() == first
+        study = app.extensions["synthmed_reader"]["study"]
+        r = app.test_client().get(f"/r/{study.token_of('reader-1')}/img/{study.items[0]}/image.png")
+        assert r.status_code == 200 and r.data == app.extensions["synthmed_reader"]["png"].get(0, "image")
+    assert not [p.name for p in root.iterdir() if p.name.startswith(".")]  # no temporary file left
 
 
 def test_admin_progress_and_csv_export(served: tuple[Path, Any, Study]) -> None:

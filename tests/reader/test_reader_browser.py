@@ -55,6 +55,16 @@ def _canvas_pixels(page: Any, plane: str) -> np.ndarray:
     return rgba[..., 0]
 
 
+def _box(page: Any, selector: str) -> dict[str, float]:
+    return page.eval_on_selector(selector, "e => e.getBoundingClientRect().toJSON()")
+
+
+def _windowed(pixels: np.ndarray, width: int, level: int) -> np.ndarray:
+    """What the page's window/level shows for 8-bit ``pixels`` (JavaScript's Math.round: half up)."""
+    low = level - width / 2
+    return np.clip(np.floor((pixels.astype(np.float64) - low) * 256 / width + 0.5), 0, 255).astype(np.uint8)
+
+
 def _db(root: Path) -> list[tuple[Any, ...]]:
     with sqlite3.connect(root / "answers.sqlite") as con:
         return con.execute("SELECT reader, position, item, answer, confidence, elapsed_ms FROM answers "
@@ -92,6 +102,34 @@ def test_reading_in_chromium(live: tuple[Path, Study, dict[str, Any]]) -> None:
             assert "active" in (page.get_attribute('figure[data-plane="coronal"]', "class") or "")
             page.keyboard.press("PageDown")  # acts on the selected (coronal) plane
             assert page.get_attribute('figure[data-plane="coronal"] canvas', "data-slice") == "3"
+            # orientation: stated on the page, and the edges of each view are labelled
+            assert "radiological" in page.inner_text("#orientation")
+            assert page.inner_text('figure[data-plane="sagittal"] .edge.left') == "A"
+            assert page.inner_text('figure[data-plane="axial"] .edge.left') == "R"
+            # zoom: "fit" fills the width with the three planes side by side (320 px each before)
+            boxes = [_box(page, f'figure[data-plane="{p}"] canvas') for p in ("axial", "coronal", "sagittal")]
+            assert all(b["width"] > 330 for b in boxes) and len({round(b["top"]) for b in boxes}) == 1
+            assert _box(page, 'figure[data-plane="sagittal"]')["right"] <= 1280
+            page.click('#toolbar button[data-zoom="2"]')  # 2x: two CSS pixels per voxel (16 voxels)
+            assert _box(page, 'figure[data-plane="axial"] canvas')["width"] == 32
+            page.keyboard.press("+")
+            assert _box(page, 'figure[data-plane="axial"] canvas')["width"] == 48
+            page.keyboard.press("-")
+            assert page.get_attribute("#viewer", "data-zoom") == "2"
+            # window / level: keys and dragging change the drawn grey values, not the stored image
+            page.keyboard.press("c")  # more contrast: W 256 -> 205
+            assert page.get_attribute("#viewer", "data-window") == "205 128"
+            np.testing.assert_array_equal(_canvas_pixels(page, "axial"),
+                                          _windowed(plane_stack(image, "axial")[8], 205, 128))
+            b = _box(page, 'figure[data-plane="axial"] canvas')
+            page.mouse.move(b["x"] + b["width"] / 2, b["y"] + b["height"] / 2)
+            page.mouse.down()
+            page.mouse.move(b["x"] + b["width"] / 2 + 30, b["y"] + b["height"] / 2 - 20, steps=4)
+            page.mouse.up()
+            assert page.get_attribute("#viewer", "data-window") == "235 108"  # wider window, brighter
+            np.testing.assert_array_equal(_canvas_pixels(page, "coronal"),
+                                          _windowed(plane_stack(image, "coronal")[3], 235, 108))
+            assert page.get_attribute('figure[data-plane="axial"] canvas', "data-slice") == "8"  # unchanged
             # confidence 4, then R answers "real"; the next image appears only after the answer is stored
             page.keyboard.press("4")
             assert page.is_checked('input[name=confidence][value="4"]')
@@ -101,6 +139,14 @@ def test_reading_in_chromium(live: tuple[Path, Study, dict[str, Any]]) -> None:
             assert page.inner_text("#progress-text") == "Image 2 of 4"
             rows = _db(root)
             assert rows[0][:5] == ("reader-1", 0, order[0], "real", 4) and rows[0][5] is not None
+            # zoom and window/level stay as set for the next image; 0 resets both
+            assert page.get_attribute("#viewer", "data-zoom") == "2"
+            assert page.get_attribute("#viewer", "data-window") == "235 108"
+            page.keyboard.press("0")
+            assert page.get_attribute("#viewer", "data-window") == "256 128"
+            assert _box(page, 'figure[data-plane="axial"] canvas')["width"] > 330
+            np.testing.assert_array_equal(_canvas_pixels(page, "sagittal"),
+                                          plane_stack(study.image(order[1]), "sagittal")[7])
             ctx.close()  # the reader closes the browser ...
 
             ctx = browser.new_context()  # ... and comes back later with a fresh profile

@@ -16,8 +16,11 @@ from reader_helpers import make_sample_folder, make_study
 from synthmed.cli import build_parser, main
 from synthmed.errors import DataError
 from synthmed.reader.render import (
+    PLANE_EDGES,
     encode_png,
     mosaic,
+    pad_png,
+    padded_length,
     plane_layouts,
     plane_stack,
     render_plane_png,
@@ -38,8 +41,8 @@ def _png_chunks(data: bytes) -> list[bytes]:
 
 def test_create_3d_study_layout_and_blinding(tmp_path: Path) -> None:
     root = make_study(tmp_path, 3, n_real=4, n_synthetic=4, readers=2)
-    assert sorted(p.name for p in root.iterdir()) == ["access.json", "answers.sqlite", "images.npy", "study.json",
-                                                      "truth.csv"]
+    assert sorted(p.name for p in root.iterdir()) == ["access.json", "answers.sqlite", "images.npy", "images_png.bin",
+                                                      "images_png.json", "study.json", "truth.csv"]
     assert not [p for p in root.parent.iterdir() if p.name.startswith(".")]  # no temporary folder left
     meta = json.loads((root / "study.json").read_text(encoding="utf-8"))
     truth = load_truth(root)
@@ -132,24 +135,130 @@ def test_load_study_rejects_broken_folders(tmp_path: Path) -> None:
         load_study(root)
 
 
-def test_png_size_and_chunks_do_not_depend_on_content() -> None:
+def test_padded_pngs_have_one_length_and_decode_unchanged() -> None:
+    import io
+
+    from PIL import Image
+
     rng = np.random.default_rng(0)
-    noise = encode_png(rng.integers(0, 256, (48, 40), dtype=np.uint8))
-    flat = encode_png(np.zeros((48, 40), dtype=np.uint8))
-    assert len(noise) == len(flat)
+    noise_px = rng.integers(0, 256, (48, 40), dtype=np.uint8)
+    noise, flat = encode_png(noise_px), encode_png(np.zeros((48, 40), dtype=np.uint8))
+    assert len(flat) < len(noise)  # compressed: the size follows the content ...
     assert set(_png_chunks(noise)) == {b"IHDR", b"IDAT", b"IEND"}  # no text, time or gamma chunks
+    length = padded_length(len(noise))
+    assert length % 1024 == 0 and length >= len(noise) + 12
+    padded = [pad_png(noise, length), pad_png(flat, length)]
+    assert [len(d) for d in padded] == [length, length]  # ... until padded to one length
+    for data, px in zip(padded, [noise_px, np.zeros((48, 40), dtype=np.uint8)], strict=True):
+        assert _png_chunks(data) == [b"IHDR", b"IDAT", b"paDd", b"IEND"]
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            assert im.mode == "L" and not im.info  # the padding chunk is skipped, nothing else is added
+            np.testing.assert_array_equal(np.asarray(im), px)
+    assert len(pad_png(flat, len(flat) + 12)) == len(flat) + 12  # an empty padding chunk
+    with pytest.raises(ValueError, match="cannot be padded"):
+        pad_png(noise, len(noise) + 11)
+    with pytest.raises(ValueError, match="not a PNG"):
+        pad_png(b"GIF89a", 1024)
     with pytest.raises(ValueError):
         encode_png(np.zeros((4, 4), dtype=np.float32))
 
 
-def test_plane_orientation_matches_the_preview_convention() -> None:
-    from synthmed.data.preview import orthogonal_slices
+def _marked_ras_volume(shape: tuple[int, int, int] = (12, 14, 10)) -> np.ndarray:
+    """A dark RAS volume with one bright block at the patient's right, anterior, superior corner
+    (high X, high Y, high Z), away from every edge."""
+    vol = np.full(shape, -1.0, dtype=np.float32)
+    x, y, z = shape
+    vol[x - 4:x - 1, y - 4:y - 1, z - 4:z - 1] = 1.0
+    return vol
 
-    vol = np.arange(5 * 6 * 7).reshape(5, 6, 7)
-    ax, co, sa = orthogonal_slices(vol)  # middle slices, display-oriented
-    np.testing.assert_array_equal(plane_stack(vol, "axial")[7 // 2], ax)
-    np.testing.assert_array_equal(plane_stack(vol, "coronal")[6 // 2], co)
-    np.testing.assert_array_equal(plane_stack(vol, "sagittal")[5 // 2], sa)
+
+def _assert_marker_on(stack: np.ndarray, vertical: str, horizontal: str) -> None:
+    """The bright block of a display-oriented slice stack lies in the (top / bottom, left / right) half."""
+    mip = stack.max(axis=0)
+    rows, cols = np.nonzero(mip > (128 if mip.dtype == np.uint8 else 0))
+    assert rows.size, "no marker in view"
+    h, w = mip.shape
+    assert (rows < h / 2).all() if vertical == "top" else (rows >= h / 2).all()
+    assert (cols < w / 2).all() if horizontal == "left" else (cols >= w / 2).all()
+
+
+def test_planes_follow_the_radiological_convention() -> None:
+    vol = _marked_ras_volume()  # the patient's right, anterior, superior
+    _assert_marker_on(plane_stack(vol, "axial"), "top", "left")  # anterior up, patient's right on the left
+    _assert_marker_on(plane_stack(vol, "coronal"), "top", "left")  # superior up, patient's right on the left
+    _assert_marker_on(plane_stack(vol, "sagittal"), "top", "left")  # superior up, anterior on the left
+    assert PLANE_EDGES == {"axial": ("R", "L", "A", "P"), "coronal": ("R", "L", "S", "I"),
+                           "sagittal": ("A", "P", "S", "I")}
+    # slice k of each plane is voxel k along the plane's normal (inferior->superior, posterior->anterior,
+    # left->right)
+    np.testing.assert_array_equal(plane_stack(vol, "axial")[7], vol[:, :, 7].T[::-1, ::-1])
+    np.testing.assert_array_equal(plane_stack(vol, "coronal")[3], vol[:, 3, :].T[::-1, ::-1])
+    np.testing.assert_array_equal(plane_stack(vol, "sagittal")[2], vol[2, :, :].T[::-1, ::-1])
+    left = vol[::-1]  # the block now at the patient's left
+    _assert_marker_on(plane_stack(left, "axial"), "top", "right")
+    _assert_marker_on(plane_stack(left, "coronal"), "top", "right")
+    _assert_marker_on(plane_stack(left, "sagittal"), "top", "left")
+    inferior_posterior = vol[:, ::-1, ::-1]
+    _assert_marker_on(plane_stack(inferior_posterior, "axial"), "bottom", "left")
+    _assert_marker_on(plane_stack(inferior_posterior, "sagittal"), "bottom", "right")
+
+
+def _oriented(vol_ras: np.ndarray, codes: str, spacing_ras: tuple[float, float, float]
+              ) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """``vol_ras`` stored in orientation ``codes`` (e.g. "LAS"): the array, its affine and spacing."""
+    world = {"R": (0, 1), "L": (0, -1), "A": (1, 1), "P": (1, -1), "S": (2, 1), "I": (2, -1)}
+    axes = [world[c] for c in codes]
+    arr = np.transpose(vol_ras, [w for w, _ in axes])
+    affine = np.eye(4)
+    for a, (w, sign) in enumerate(axes):
+        if sign < 0:
+            arr = np.flip(arr, axis=a)
+        affine[:3, a] = 0.0
+        affine[w, a] = sign * spacing_ras[w]
+    affine[:3, 3] = [-20.0, 15.0, 30.0]
+    return np.ascontiguousarray(arr), affine, [spacing_ras[w] for w, _ in axes]
+
+
+@pytest.mark.parametrize("codes", ["LAS", "PSR"])
+def test_create_reorients_both_sources_with_the_prepared_affine(tmp_path: Path, codes: str,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    import nibabel as nib
+
+    from synthmed.data.prepared import Record, write_prepared
+    from synthmed.generate.writers import write_nifti
+
+    vol = _marked_ras_volume()
+    arr, affine, spacing = _oriented(vol, codes, (1.0, 1.5, 2.0))
+    assert "".join(nib.aff2axcodes(affine)) == codes
+    n = 3
+    records = [Record(f"sub-{i}", 0, "a", f"synthetic://{i}", "0" * 64) for i in range(n)]
+    real = write_prepared(tmp_path / "prep", np.stack([arr[None]] * n), records,
+                          {"spatial_dims": 3, "spacing": spacing, "affine": affine, "classes": ["a"]}, None)
+    syn = tmp_path / "syn"
+    syn.mkdir()
+    for i in range(n):  # generated on the prepared grid: the same voxel order
+        write_nifti(arr, affine, syn / f"sample_{i:05d}.nii.gz")
+    (syn / "manifest.csv").write_text("file\n" + "".join(f"sample_{i:05d}.nii.gz\n" for i in range(n)))
+    (syn / "sample.json").write_text(json.dumps({"affine": affine.tolist()}))
+    with caplog.at_level(logging.WARNING, logger="synthmed.reader.study"):
+        root = create_study(real, syn, tmp_path / "study", n_real=n, n_synthetic=n, readers=1, split="all")
+    assert "oriented" not in caplog.text  # the same grid
+    study = load_study(root)
+    meta = json.loads((root / "study.json").read_text(encoding="utf-8"))
+    assert meta["orientation"]["source_axcodes"] == codes and meta["orientation"]["display"] == "radiological"
+    assert meta["shape"] == [12, 14, 10] and meta["spacing"] == [1.0, 1.5, 2.0]  # RAS order
+    expected = window_uint8(vol[None, None])[0]
+    for item in study.items:  # real and synthetic alike, stored RAS, shown radiologically
+        np.testing.assert_array_equal(study.image(item), expected)
+    for plane in ("axial", "coronal", "sagittal"):
+        _assert_marker_on(plane_stack(study.image(study.items[0]), plane), "top", "left")
+    # a synthetic folder whose recorded grid is oriented otherwise than the prepared data is named
+    (syn / "sample.json").write_text(json.dumps({"affine": np.diag([2.0, 2.0, 2.0, 1.0]).tolist()}))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="synthmed.reader.study"):
+        create_study(real, syn, tmp_path / "study2", n_real=n, n_synthetic=n, readers=1, split="all")
+    assert f"grid is oriented RAS but the real images' {codes}" in caplog.text
 
 
 def test_mosaic_tiles_every_slice() -> None:

@@ -4,7 +4,7 @@ Routes (``TOKEN``: a reader's secret token, ``ADMIN``: the admin token)::
 
     GET  /r/TOKEN                         the reader's next image (or the thank-you page)
     POST /r/TOKEN/answer                  item, position, answer, [confidence], [elapsed_ms]
-    GET  /r/TOKEN/img/ITEM/PLANE.png      one plane's slice mosaic of one study image
+    GET  /r/TOKEN/img/ITEM/PLANE.png      one plane's slice mosaic of one study image (cacheable)
     GET  /admin/ADMIN                     every reader's progress and personal link
     GET  /admin/ADMIN/answers.csv         all answers (no ground truth)
     GET  /assets/reader.css, reader.js    the stylesheet and script
@@ -23,7 +23,11 @@ page showing an image is first sent.
 or slow clients are dropped) and at most ``max_threads`` handler threads; further connections
 wait in the listen queue until a thread is free.
 Nothing is served from the file system by name, so there is no path to traverse, and the
-ground truth (``truth.csv``) is never read by the app.
+ground truth (``truth.csv``) is never read by the app.  Images come from the study's PNG cache
+(:mod:`synthmed.reader.pngcache`, built at start-up when missing): rendered once, compressed, and
+every one padded to the same byte length, so no response size tells one source from the other.
+They may be kept in the reader's browser cache (:data:`IMAGE_CACHE_CONTROL`); every page and
+every other response is ``no-store``.
 """
 
 from __future__ import annotations
@@ -46,7 +50,8 @@ from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
 from synthmed.errors import SynthmedError
 from synthmed.reader import pages
-from synthmed.reader.render import render_plane_png
+from synthmed.reader.pngcache import ensure_png_cache
+from synthmed.reader.render import CONVENTION_TEXT, PLANE_EDGES
 from synthmed.reader.store import DUPLICATE, EXPORT_COLUMNS, SAVED, STALE, AnswerStore
 from synthmed.reader.study import CONFIDENCE_LEVELS, ITEM_ID_RE, Study, load_study
 
@@ -58,6 +63,9 @@ MAX_ELAPSED_MS = 86_400_000
 REQUEST_TIMEOUT_S = 15.0
 #: most request-handling threads at once; more connections wait in the listen queue
 MAX_HANDLER_THREADS = 100
+#: images never change under their URL (random item id, secret reader token): the reader's own
+#: browser may keep them for a day, shared caches never
+IMAGE_CACHE_CONTROL = "private, max-age=86400, immutable"
 CSP = ("default-src 'none'; img-src 'self'; script-src 'self'; style-src 'self'; form-action 'self'; "
        "base-uri 'none'; frame-ancestors 'none'")
 _MESSAGES = {
@@ -101,12 +109,14 @@ def create_app(study_dir: str | Path) -> Flask:
         The app; ``app.extensions["synthmed_reader"]`` holds the loaded study and answer store.
     """
     study = load_study(study_dir)
+    png = ensure_png_cache(study.root, study.images, study.items, study.layouts)
     store = AnswerStore(study.db_path)
     app = Flask(__name__, static_folder=None)
     app.jinja_loader = DictLoader({"base.html": pages.BASE, "read.html": pages.READ, "done.html": pages.DONE,
                                    "message.html": pages.MESSAGE, "admin.html": pages.ADMIN})
     app.config.update(MAX_CONTENT_LENGTH=4096, MAX_FORM_MEMORY_SIZE=4096, MAX_FORM_PARTS=16)
-    app.extensions["synthmed_reader"] = {"study": study, "store": store}
+    app.extensions["synthmed_reader"] = {"study": study, "store": store, "png": png}
+    rows = {item: i for i, item in enumerate(study.items)}
 
     def reader_of(token: str) -> str:
         name = study.reader_tokens.get(token)
@@ -124,7 +134,8 @@ def create_app(study_dir: str | Path) -> Flask:
         resp.headers["X-Content-Type-Options"] = "nosniff"
         resp.headers["Referrer-Policy"] = "no-referrer"
         resp.headers["X-Frame-Options"] = "DENY"
-        resp.headers["Cache-Control"] = "no-store"
+        if resp.status_code != 200 or "Cache-Control" not in resp.headers:  # only images set their own
+            resp.headers["Cache-Control"] = "no-store"
         return resp
 
     @app.errorhandler(HTTPException)
@@ -158,8 +169,10 @@ def create_app(study_dir: str | Path) -> Flask:
         except sqlite3.Error:  # the reading time of this image falls back to the previous answer's time
             log.exception("could not note that %s was shown image %d", reader, done)
         urls = [f"/r/{token}/img/{item}/{lay.name}.png" for lay in study.layouts]
+        edges = [PLANE_EDGES.get(lay.name) for lay in study.layouts]
         return render_template("read.html", title="Reader study", body_class="read", total=total, position=done,
                                item=item, layouts=[lay.to_dict() for lay in study.layouts], image_urls=urls,
+                               edges=edges, convention=CONVENTION_TEXT if study.spatial_dims == 3 else None,
                                answer_url=f"/r/{token}/answer", confidence_levels=pages.CONFIDENCE_LABELS)
 
     @app.post("/r/<token>/answer")
@@ -197,10 +210,10 @@ def create_app(study_dir: str | Path) -> Flask:
         if not ITEM_ID_RE.match(item) or not study.has_item(item):
             abort(404)
         try:
-            layout = study.layout(plane)
+            data = png.get(rows[item], plane)
         except KeyError:
             abort(404)
-        return Response(render_plane_png(study.image(item), layout), mimetype="image/png")
+        return Response(data, mimetype="image/png", headers={"Cache-Control": IMAGE_CACHE_CONTROL})
 
     @app.get("/admin/<token>")
     def admin(token: str) -> Any:

@@ -6,14 +6,17 @@ Layout of a study folder::
                     presentation order, where the images came from (no per-item truth) and the
                     trivial statistics that tell the sources apart (``visible_differences``)
     access.json     the secret per-reader tokens and the admin token (mode 0600)
-    images.npy      uint8 (N, *spatial): every image already windowed to 8-bit grey
+    images.npy      uint8 (N, *spatial): every image already windowed to 8-bit grey (3D: in RAS
+                    voxel order, reoriented with the prepared dataset's affine)
+    images_png.bin  every image's PNGs (one per plane), compressed and padded to one common byte
+    images_png.json length, rendered once (see :mod:`synthmed.reader.pngcache`)
     truth.csv       item -> source (real / synthetic), source folder, row, subject id or seed
     answers.sqlite  the readers' answers (SQLite, WAL), one row per (reader, item), and when each
                     image's page was first sent; answers.sqlite-wal may hold committed answers too,
                     so copy the folder, not the database alone
 
-The web app reads ``study.json``, ``access.json`` and ``images.npy`` only; ``truth.csv`` is read
-by the analysis alone, so no request can reveal which image is which.
+The web app reads ``study.json``, ``access.json``, ``images.npy`` and the PNG cache only;
+``truth.csv`` is read by the analysis alone, so no request can reveal which image is which.
 
 Blinding: item ids are random (``secrets``), the row order of ``images.npy`` and each reader's
 presentation order are drawn from the operating system's random source, not from ``--seed``
@@ -41,7 +44,16 @@ import numpy as np
 from synthmed import __version__
 from synthmed.errors import DataError
 from synthmed.io_utils import atomic_dir, atomic_path, write_json_atomic
-from synthmed.reader.render import PlaneLayout, plane_layouts, window_uint8
+from synthmed.reader.pngcache import size_summary, write_png_cache
+from synthmed.reader.render import (
+    CONVENTION_TEXT,
+    DISPLAY_CONVENTION,
+    PlaneLayout,
+    plane_layouts,
+    ras_reorientation,
+    to_ras,
+    window_uint8,
+)
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +149,17 @@ class _Source:
     labels: list[str]
     path: str
     provenance: dict[str, Any]
+    affine: Any = None  # the voxel grid's affine where the folder records it (sample.json, a run's data.json)
+
+
+def _recorded_affine(path: Path) -> Any:
+    """The affine a sampled folder (``sample.json``) or run folder (``data.json``) records, else None."""
+    for name in ("sample.json", "data.json"):
+        try:
+            return json.loads((path / name).read_text(encoding="utf-8")).get("affine")
+        except (OSError, ValueError, AttributeError):
+            continue
+    return None
 
 
 def _reader_names(readers: int | Sequence[str]) -> list[str]:
@@ -209,7 +232,7 @@ def _load_synthetic(path: Path, name: str, n: int, seed: int, device: str,
     prov = {k: v for k, v in syn.provenance.items() if k != "seeds"}
     prov.update(name=name, n_available=int(len(syn.images)))
     return _Source(name, "synthetic", np.asarray(syn.images[rows], dtype=np.float32), [int(i) for i in rows],
-                   [ids[i] for i in rows], labels, str(path.resolve()), prov)
+                   [ids[i] for i in rows], labels, str(path.resolve()), prov, _recorded_affine(path))
 
 
 def _unique_names(paths: Sequence[Path]) -> list[str]:
@@ -350,6 +373,11 @@ def create_study(real: str | os.PathLike[str], synthetic: str | os.PathLike[str]
                             for p, nm in zip(syn_paths, _unique_names(syn_paths), strict=True)]
     shape = _check_shapes(sources)
     spacing = real_meta.get("spacing")
+    orientation: dict[str, Any]
+    if len(shape) == 3:
+        shape, spacing, orientation = _reorient(sources, real_meta, shape, spacing)
+    else:
+        orientation = {"display": "as stored: rows top to bottom, columns left to right"}
     layouts = plane_layouts(shape, spacing)
 
     sysrand = secrets.SystemRandom()
@@ -371,7 +399,8 @@ def create_study(real: str | os.PathLike[str], synthetic: str | os.PathLike[str]
     meta = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "synthmed_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "spatial_dims": len(shape), "shape": list(shape), "spacing": spacing, "window": [float(w) for w in window],
+        "spatial_dims": len(shape), "shape": list(shape), "spacing": spacing, "orientation": orientation,
+        "window": [float(w) for w in window],
         "n_items": len(items), "n_real": len(real_src.rows), "n_synthetic": sum(len(s.rows) for s in sources[1:]),
         "selection_seed": int(seed), "confidence_levels": list(CONFIDENCE_LEVELS),
         "planes": [lay.to_dict() for lay in layouts], "items": items,
@@ -383,6 +412,27 @@ def create_study(real: str | os.PathLike[str], synthetic: str | os.PathLike[str]
     return out_path
 
 
+def _reorient(sources: list[_Source], real_meta: dict[str, Any], shape: tuple[int, ...],
+              spacing: Sequence[float] | None) -> tuple[tuple[int, ...], list[float] | None, dict[str, Any]]:
+    """Bring every 3D source into RAS voxel order with the prepared dataset's affine (synthetic
+    images share the prepared grid they were trained on); returns the RAS shape and spacing and
+    the ``orientation`` record of ``study.json``."""
+    perm, flip, codes = ras_reorientation(real_meta.get("affine"))
+    if real_meta.get("affine") is None:
+        log.warning("the prepared dataset has no affine; its volumes are taken to be in RAS voxel order")
+    for s in sources[1:]:
+        other = ras_reorientation(s.affine)[2] if s.affine is not None else None
+        if other is not None and other != codes:
+            log.warning("%s: the synthetic images' grid is oriented %s but the real images' %s; both are shown as "
+                        "if oriented %s", s.path, other, codes, codes)
+    for s in sources:
+        s.images = to_ras(s.images, perm, flip)
+    new_shape = tuple(shape[p] for p in perm)
+    new_spacing = [float(spacing[p]) for p in perm] if spacing is not None and len(spacing) == 3 else spacing
+    return new_shape, new_spacing, {"source_axcodes": codes, "voxel_order": "RAS", "display": DISPLAY_CONVENTION,
+                                    "description": CONVENTION_TEXT}
+
+
 def _write_folder(out: Path, pixels: np.ndarray, meta: dict[str, Any], truth: list[dict[str, Any]],
                   access: dict[str, Any]) -> None:
     """Write everything into a temporary sibling folder, then rename it into place."""
@@ -390,6 +440,8 @@ def _write_folder(out: Path, pixels: np.ndarray, meta: dict[str, Any], truth: li
 
     with atomic_dir(out) as tmp:  # an existing (empty, checked by the caller) folder is replaced
         np.save(tmp / IMAGES_NPY, pixels)
+        info = write_png_cache(tmp, pixels, meta["items"], [PlaneLayout(**p) for p in meta["planes"]])
+        log.info("rendered %s", size_summary(info))
         with open(tmp / TRUTH_CSV, "w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=TRUTH_COLUMNS)
             w.writeheader()
