@@ -124,6 +124,14 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def _swap_folder(new: Path, dst: Path) -> None:
+    """Replace the folder ``dst`` by ``new``: the old one is moved aside (``.NAME.old-PID``), then removed."""
+    old = dst.with_name(f".{short_name(dst.name)}.old-{os.getpid()}")
+    os.rename(dst, old)
+    os.rename(new, dst)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a new temporary folder next to ``path`` (with the usual permissions); on success it
@@ -142,10 +150,7 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp creates 0700
         yield tmp
         if path.exists():
-            old = path.with_name(f".{short_name(path.name)}.old-{os.getpid()}")
-            os.rename(path, old)
-            os.rename(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
+            _swap_folder(tmp, path)
         else:
             os.rename(tmp, path)
     except OSError as e:
@@ -186,10 +191,7 @@ def staged_contents(path: str | os.PathLike[str], owned: Sequence[str], last: Se
         for name in staged:
             src, dst = tmp / name, path / name
             if src.is_dir() and dst.is_dir() and not dst.is_symlink():
-                old = path / f".{name}.old-{os.getpid()}"
-                os.rename(dst, old)
-                os.rename(src, dst)
-                shutil.rmtree(old, ignore_errors=True)
+                _swap_folder(src, dst)
             else:
                 os.replace(src, dst)
         for name in owned:
