@@ -133,6 +133,27 @@ def _swap_folder(new: Path, dst: Path) -> None:
 
 
 @contextlib.contextmanager
+def _temporary_folder(path: Path, parent: Path, prefix: str) -> Iterator[Path]:
+    """A new folder in ``parent`` (``PREFIX.XXXXXXXX.tmp``, with the usual permissions, where mkdtemp gives
+    0700), removed when the block leaves it behind; an OSError in the block is re-raised naming ``path``
+    (see :func:`_renamed`)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=parent))
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
+        yield tmp
+    except OSError as e:
+        new = _renamed(e, path, tmp)
+        if new is e:
+            raise
+        raise new from e
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a new temporary folder next to ``path`` (with the usual permissions); on success it
     replaces ``path`` (an old folder there is moved aside, then removed), on failure it is removed.
@@ -143,24 +164,12 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{short_name(path.name)}.", suffix=".tmp", dir=path.parent))
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp creates 0700
+    with _temporary_folder(path, path.parent, f".{short_name(path.name)}.") as tmp:
         yield tmp
         if path.exists():
             _swap_folder(tmp, path)
         else:
             os.rename(tmp, path)
-    except OSError as e:
-        new = _renamed(e, path, tmp)
-        if new is e:
-            raise
-        raise new from e
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -178,11 +187,7 @@ def staged_contents(path: str | os.PathLike[str], owned: Sequence[str], last: Se
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".staging.", suffix=".tmp", dir=path))
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
+    with _temporary_folder(path, path, ".staging.") as tmp:
         yield tmp
         staged = sorted(os.listdir(tmp), key=lambda n: (n in last, last.index(n) if n in last else 0, n))
         for name in last:
@@ -201,14 +206,6 @@ def staged_contents(path: str | os.PathLike[str], owned: Sequence[str], last: Se
                     shutil.rmtree(gone)
                 else:
                     gone.unlink()
-    except OSError as e:
-        new = _renamed(e, path, tmp)
-        if new is e:
-            raise
-        raise new from e
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def link_tree(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
