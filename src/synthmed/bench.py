@@ -171,7 +171,10 @@ def run_bench(models: list[str] | None, sizes: list[int], batch_sizes: list[int]
 
     Args:
         models: shipped config or family names; None: every registered family for ``spatial_dims``.
-        precision, channels_last, compile: optimisations measured against fp32 eager (see module doc).
+        precision: ``fp32``, ``bf16`` or ``fp16``; other than fp32 is measured against fp32 eager (see the
+            module doc).
+        channels_last: also measure the channels-last memory format.
+        compile: also measure ``torch.compile``.
     """
     for model in models or []:
         _bench_config(model, [])  # an unknown name: one line naming it and the choices, before any child runs

@@ -39,6 +39,18 @@ def _int_at_least(minimum: int):
 positive_int = _int_at_least(1)
 non_negative_int = _int_at_least(0)
 
+#: help text of the ``--device`` options that default to ``auto``
+DEVICE_HELP = "auto (CUDA when available), cpu, cuda or cuda:N"
+
+
+def add_command(sub: argparse._SubParsersAction, name: str, help: str, example: Sequence[str],
+                description: str | None = None) -> argparse.ArgumentParser:
+    """Add subcommand ``name`` to ``sub``: ``help`` is its line in the parent's list (and its
+    description), ``example`` the command lines that end its ``--help``."""
+    return sub.add_parser(name, help=help, description=description or help.replace("%%", "%"),
+                          epilog="example:\n" + "\n".join(f"  {line}" for line in example),
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from synthmed.config import shipped_configs
@@ -221,15 +233,20 @@ def _cmd_reference(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="synthmed", description=__doc__.splitlines()[0] if __doc__ else None)
+    p = argparse.ArgumentParser(
+        prog="synthmed", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train 3D/2D generative models on small labelled medical image cohorts, synthesise labelled "
+                    "cohorts and measure what they are worth. `synthmed COMMAND --help` explains each command.",
+        epilog="example:\n  synthmed demo --quick --out demo_quick\n  synthmed train --help")
     p.add_argument("--version", action="version", version=f"synthmed {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log more detail")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("list", help="print every registry and the shipped configs")
+    s = add_command(sub, "list", "print every registry and the shipped configs", ["synthmed list"])
     s.set_defaults(func=_cmd_list)
 
-    s = sub.add_parser("preprocess", help="raw files → prepared dataset (tensors, manifest, splits)")
+    s = add_command(sub, "preprocess", "raw files → prepared dataset (tensors, manifest, splits)",
+                       ["synthmed preprocess ../shared/data/ds002748-t1w-2mm --label-column group --out prepared/ds002748"])
     s.add_argument("input", help="BIDS folder, NIfTI folder, DICOM folder, image folder or MedMNIST .npz")
     s.add_argument("--out", required=True, help="prepared dataset folder to write")
     s.add_argument("--reader", default="auto", help="auto, bids, nifti, dicom, images or medmnist")
@@ -250,27 +267,32 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--allow-missing-slices", action="store_true",
                    help="DICOM: resample series with a missing or unreadable slice (non-uniform slice positions) "
                         "onto a uniform grid instead of refusing them; recorded in manifest.csv and dataset.json")
-    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_preprocess)
 
-    s = sub.add_parser("download-medmnist", help="fetch an official MedMNIST .npz (needs internet; MD5-checked)")
+    s = add_command(sub, "download-medmnist", "fetch an official MedMNIST .npz (needs internet; MD5-checked)",
+                       ["synthmed download-medmnist breastmnist --out data/medmnist"])
     s.add_argument("flag", help="dataset flag, e.g. adrenalmnist3d, breastmnist")
     s.add_argument("--size", type=int, default=None, help="28 (default), 64, 128 or 224 (MedMNIST+)")
     s.add_argument("--out", required=True, help="folder to write the .npz into")
     s.set_defaults(func=_cmd_download_medmnist)
 
-    s = sub.add_parser("train", help="train a generative model on a prepared dataset")
+    s = add_command(sub, "train", "train a generative model on a prepared dataset", [
+        "synthmed train alpha_sngan --data prepared/ds002748 --out runs/alpha_sngan --set train.iterations=2000",
+        "torchrun --standalone --nproc_per_node 4 -m synthmed train alpha_sngan --data prepared/ds002748 --out runs/ddp"])
     s.add_argument("config", help="YAML path or shipped config name (see `synthmed list`)")
     s.add_argument("--data", required=True, help="prepared dataset folder")
     s.add_argument("--out", required=True, help="run folder to write")
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. train.iterations=100")
     s.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint, with its own settings (only "
-                        "train.iterations and the logging/preview/checkpoint intervals may change; see README)")
+                        "train.iterations and the logging/preview/checkpoint intervals may change; see the training guide)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_train)
 
-    s = sub.add_parser("sample", help="generate a synthetic cohort from a trained run")
+    s = add_command(sub, "sample", "generate a synthetic cohort from a trained run", [
+        "synthmed sample runs/alpha_sngan --n 100 --out synthetic/alpha_sngan",
+        "synthmed sample runs/conditional --n 300 --label depr --label control --out synthetic/balanced"])
     s.add_argument("run", help="run folder written by `synthmed train`")
     s.add_argument("--n", type=positive_int, help="number of images (optional with --labels-from)")
     s.add_argument("--out", required=True, help="output folder")
@@ -283,12 +305,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", help="checkpoint file (default RUN/checkpoints/last.pt)")
     s.add_argument("--no-ema", action="store_true",
                    help="runs trained with train.ema_kimg > 0: sample the raw generator instead of its weight average")
-    s.add_argument("--device", default="auto")
+    s.add_argument("--device", default="auto", help=DEVICE_HELP)
     s.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
-    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_sample)
 
-    s = sub.add_parser("evaluate", help="fidelity, diversity, privacy and pictures of synthetic cohorts → HTML report")
+    s = add_command(sub, "evaluate", "fidelity, diversity, privacy and pictures of synthetic cohorts → HTML report",
+                       ["synthmed evaluate --real prepared/ds002748 --synthetic synthetic/alpha_sngan runs/sngan --out reports/eval"])
     s.add_argument("--real", required=True, help="prepared dataset folder")
     s.add_argument("--synthetic", required=True, nargs="+",
                    help="folder(s) written by `synthmed sample`, or run folder(s) to sample on the fly")
@@ -308,45 +331,51 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-image-metrics", action="store_true", help="skip paper 002's image-space metrics")
     s.add_argument("--no-privacy", action="store_true", help="skip nearest-neighbour/DCR/membership analysis")
     s.add_argument("--ssim-queries", type=int, default=32, help="synthetic images searched by SSIM (0: none)")
-    s.add_argument("--embeddings", nargs="*", default=["pca", "mds"], choices=["pca", "mds"])
+    s.add_argument("--embeddings", nargs="*", default=["pca", "mds"], choices=["pca", "mds"],
+                   help="embeddings of real and synthetic features to plot (the flag alone: none)")
     s.add_argument("--reconstruct", action="store_true", help="reconstruction MSE/sharpness (models with an encoder)")
     s.add_argument("--inception-weights", help="Inception-v3 weights file: Inception score on the middle planes")
     s.add_argument("--no-screenshot", action="store_true", help="do not render the report in headless Chromium")
-    s.add_argument("--device", default="auto")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--batch-size", type=int, default=8)
-    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--device", default="auto", help=DEVICE_HELP)
+    s.add_argument("--seed", type=int, default=0, help="seed of the synthetic sets sampled from run folders and of --max-real")
+    s.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_evaluate)
 
-    s = sub.add_parser("utility", help="diagnosis classifier on real / augmented / mixed / synthetic training sets, "
-                                       "tested on real data, cross-validated, with statistics (paper 000)")
+    s = add_command(sub, "utility", "diagnosis classifier on real / augmented / mixed / synthetic training sets, "
+                                    "tested on real data, cross-validated, with statistics (paper 000)",
+                    ["synthmed utility utility_quick --out utility_out --set data.path=prepared/ds002748 "
+                     "--set synthetic.depr=runs/depr --set synthetic.control=runs/control"])
     s.add_argument("config", help="YAML path or shipped utility config (utility_quick, utility_paper000)")
     s.add_argument("--out", required=True, help="output folder (report.html, metrics.json, CSVs, folds/)")
     s.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config key, e.g. data.path=prepared/ds or synthetic.depr=runs/depr")
     s.add_argument("--resume", action="store_true", help="continue a run in --out; finished folds are kept")
-    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_utility)
 
-    s = sub.add_parser("protocol", help="the whole pipeline from one config: candidates, evaluation and ranking, "
-                                        "utility of the winner, paper 004 sweeps, one report")
+    s = add_command(sub, "protocol", "the whole pipeline from one config: candidates, evaluation and ranking, "
+                                     "utility of the winner, paper 004 sweeps, one report",
+                    ["synthmed protocol protocol_quick --out protocol_out --set data.path=prepared/ds002748"])
     s.add_argument("config", help="YAML path or shipped protocol config (protocol_quick, protocol_paper000)")
     s.add_argument("--out", required=True, help="output folder (report.html, metrics.json, CSVs, every stage)")
     s.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config key, e.g. data.path=prepared/ds or sweeps.seeds=[0,1]")
     s.add_argument("--resume", action="store_true", help="continue a run in --out; finished stages are kept")
-    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_protocol)
 
-    s = sub.add_parser("bench", help="seconds per training iteration and peak memory per model/size/batch")
+    s = add_command(sub, "bench", "seconds per training iteration and peak memory per model/size/batch", [
+        "synthmed bench --models sngan alpha_sngan --sizes 32 64 --out bench.csv",
+        "synthmed bench --device cuda --precision bf16 --channels-last --compile --out gpu.csv"])
     s.add_argument("--models", nargs="+", default=None,
                    help="shipped config or model names (default: every registered model for --spatial-dims)")
-    s.add_argument("--sizes", nargs="+", type=int, default=[32, 64])
-    s.add_argument("--batch-sizes", nargs="+", type=int, default=[4])
-    s.add_argument("--spatial-dims", type=int, default=3, choices=[2, 3])
+    s.add_argument("--sizes", nargs="+", type=int, default=[32, 64], help="image edge lengths to measure")
+    s.add_argument("--batch-sizes", nargs="+", type=int, default=[4], help="batch sizes to measure")
+    s.add_argument("--spatial-dims", type=int, default=3, choices=[2, 3], help="2D images or 3D volumes")
     s.add_argument("--iterations", type=int, default=5, help="timed iterations")
     s.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
-    s.add_argument("--device", default="cpu")
+    s.add_argument("--device", default="cpu", help="device to measure on: cpu, cuda or cuda:N")
     s.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
                    help="mixed precision; other than fp32 also measures fp32 eager for the ratios")
     s.add_argument("--channels-last", action="store_true", help="also measure channels_last(_3d) memory format")
@@ -354,21 +383,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="CSV file to write")
     s.set_defaults(func=_cmd_bench)
 
-    s = sub.add_parser("encode", help="latent codes of real images from a trained model's encoder (.npz or .csv)")
+    s = add_command(sub, "encode", "latent codes of real images from a trained model's encoder (.npz or .csv)",
+                       ["synthmed encode runs/alpha_hagan --data prepared/ds002748 --out codes.npz"])
     s.add_argument("run", help="run folder of a model with an encoder (alpha_sngan, hagan, alpha_hagan, VAEs)")
     s.add_argument("--data", required=True, help="prepared dataset folder")
     s.add_argument("--out", required=True, help="codes file to write (.npz or .csv)")
-    s.add_argument("--subset", default="all", choices=["all", "trainval", "test", "train", "val"])
+    s.add_argument("--subset", default="all", choices=["all", "trainval", "test", "train", "val"],
+                   help="rows of the prepared split to encode")
     s.add_argument("--fold", type=int, default=0, help="fold for --subset train/val")
     s.add_argument("--checkpoint", help="checkpoint file (default RUN/checkpoints/last.pt)")
-    s.add_argument("--batch-size", type=int, default=4)
-    s.add_argument("--device", default="auto")
-    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
+    s.add_argument("--device", default="auto", help=DEVICE_HELP)
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_encode)
 
-    s = sub.add_parser("latent", help="ridge R^2 of measured properties from latent codes; latent-direction traversal")
+    s = add_command(sub, "latent", "ridge R^2 of measured properties from latent codes; latent-direction traversal",
+                       ["synthmed latent ridge codes.npz --data prepared/ds002748 --properties age total_brain_volume --log"])
     lat = s.add_subparsers(dest="latent_command", required=True)
-    r = lat.add_parser("ridge", help="cross-validated ridge regression R^2 (paper 001, Table VI)")
+    r = add_command(lat, "ridge", "cross-validated ridge regression R^2 (paper 001, Table VI)",
+                    ["synthmed latent ridge codes.npz --data prepared/ds002748 --properties age total_brain_volume "
+                     "--permutations 200"])
     r.add_argument("codes", help="codes file written by `synthmed encode`")
     r.add_argument("--data", required=True, help="the prepared dataset the codes were computed from")
     r.add_argument("--properties", nargs="+", default=["age", "total_brain_volume"],
@@ -376,12 +410,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "of participants.tsv (e.g. age)")
     r.add_argument("--participants", help="subject table (TSV/CSV; default: participants.tsv of the BIDS input)")
     r.add_argument("--alpha", nargs="+", default=["0.0001"], help="ridge penalties, or cv (default 1e-4, paper 001)")
-    r.add_argument("--folds", type=int, default=5)
+    r.add_argument("--folds", type=int, default=5, help="cross-validation folds")
     r.add_argument("--log", action="store_true", help="predict the logarithm (paper 001)")
     r.add_argument("--permutations", type=int, default=0, help="permutation test with this many shuffles")
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--seed", type=int, default=0, help="seed of the folds and the permutations")
     r.add_argument("--out", help="JSON file to write")
-    t = lat.add_parser("traverse", help="images along the latent direction of a property (paper 001, Sec. IV-E)")
+    t = add_command(lat, "traverse", "images along the latent direction of a property (paper 001, Sec. IV-E)",
+                    ["synthmed latent traverse runs/alpha_hagan --codes codes.npz --data prepared/ds002748 "
+                     "--property total_brain_volume --out traverse.png"])
     t.add_argument("run", help="run folder the codes were encoded with")
     t.add_argument("--codes", required=True, help="codes file written by `synthmed encode`")
     t.add_argument("--data", required=True, help="the prepared dataset the codes were computed from")
@@ -394,25 +430,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start code: a sample of the prior (paper 001, default) or the mean code of the real images")
     t.add_argument("--seed", type=int, default=0, help="seed of the reference code")
     t.add_argument("--checkpoint", help="checkpoint file (default RUN/checkpoints/last.pt)")
-    t.add_argument("--device", default="auto")
+    t.add_argument("--device", default="auto", help=DEVICE_HELP)
     s.set_defaults(func=_cmd_latent)
 
-    s = sub.add_parser("demo", help="the whole path in miniature: prepare, train alpha-SN-GAN, sample, compare")
+    s = add_command(sub, "demo", "the whole path in miniature: prepare, train alpha-SN-GAN, sample, compare",
+                    ["synthmed demo --quick --out demo_quick"])
     s.add_argument("--out", required=True, help="demo output folder")
     s.add_argument("--quick", action="store_true", help="toy size, under 2 minutes on 2 CPU cores")
     s.add_argument("--data", help="real data instead of the built-in phantom cohort (any `preprocess` input)")
     s.add_argument("--label-column", default=None, help="label column for --data (e.g. group)")
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override the demo's training config")
-    s.add_argument("--device", default="auto")
-    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--device", default="auto", help=DEVICE_HELP)
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_demo)
 
-    s = sub.add_parser("reference", help="reference runs (issue 13): train a shipped reference config on public "
-                                         "data, evaluate it against the held-out test split, tabulate the results")
+    s = add_command(sub, "reference", "reference runs: train a shipped reference config on public data, evaluate "
+                                      "it against the held-out test split, tabulate the results",
+                    ["synthmed reference run breastmnist-dcgan --work work"])
     refs = s.add_subparsers(dest="reference_command", required=True)
-    r = refs.add_parser("list", help="the shipped reference configs and the datasets they prepare")
+    r = add_command(refs, "list", "the shipped reference configs and the datasets they prepare", ["synthmed reference list"])
     r.add_argument("--data-root", default="../shared/data", help="the shared public data (default ../shared/data)")
-    r = refs.add_parser("run", help="prepare the data, train (or resume), evaluate; writes RUN/reference/result.json")
+    r = add_command(refs, "run", "prepare the data, train (or resume), evaluate; writes RUN/reference/result.json",
+                    ["synthmed reference run breastmnist-dcgan --work work"])
     r.add_argument("name", help="reference config name (see `synthmed reference list`)")
     r.add_argument("--work", required=True, help="work folder: prepared/<dataset> and runs/<NAME>")
     r.add_argument("--data-root", default="../shared/data", help="the shared public data (default ../shared/data)")
@@ -423,9 +462,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training iterations of the dataset's in-domain feature extractor (as synthmed evaluate)")
     r.add_argument("--seed", type=int, default=0, help="seed of the extractor and the floor subsets")
     r.add_argument("--batch-size", type=int, default=32, help="images per forward pass when sampling and extracting")
-    r.add_argument("--device", default="auto")
-    r.add_argument("--no-progress", action="store_true")
-    r = refs.add_parser("table", help="Markdown table of the result.json files under work folders")
+    r.add_argument("--device", default="auto", help=DEVICE_HELP)
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r = add_command(refs, "table", "Markdown table of the result.json files under work folders",
+                    ["synthmed reference table work --out table.md"])
     r.add_argument("dirs", nargs="+", metavar="DIR", help="work folders of `synthmed reference run`")
     r.add_argument("--out", help="Markdown file to write (links relative to it); default: print the table")
     s.set_defaults(func=_cmd_reference)

@@ -39,38 +39,58 @@ class TrainConfig:
     """Optimisation and bookkeeping.  Defaults: paper 000, "GAN training" (Adam, lr 2e-4,
     betas (0.5, 0.999), batch 4, 12,000 iterations)."""
 
+    #: training iterations, one update of every network each (paper 000: 12,000)
     iterations: int = 12000
+    #: images per iteration and process (paper 000: 4); under DDP every process takes a batch
     batch_size: int = 4
+    #: Adam learning rate of every network (paper 000: 2e-4); ``lr_g`` / ``lr_d`` override it per side
     lr: float = 2e-4
+    #: Adam betas (paper 000: (0.5, 0.999))
     betas: tuple[float, float] = (0.5, 0.999)
+    #: seed of the weights, the data order and the latents (runs with the same seed are bit-identical)
     seed: int = 0
+    #: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``; under torchrun each process takes its local GPU
     device: str = "auto"
+    #: ``fp32``, or autocast mixed precision: ``bf16``, ``fp16`` (with loss scaling)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    #: rows of the prepared split to train on: ``trainval`` (all but the held-out test set), ``train``
+    #: (the training part of ``fold``) or ``all``
     subset: Literal["all", "trainval", "train"] = "trainval"
+    #: the cross-validation fold of ``subset: train``
     fold: int = 0
     #: train on one class only (class name or integer label; empty = every class): one
     #: unconditional model per class, as paper 000's "one GAN per class" conditioning
     label: str | int = ""
+    #: iterations between rows of ``metrics.csv`` / TensorBoard scalars
     log_every: int = 10
+    #: iterations between PNG sample grids in ``RUN/samples/``
     sample_every: int = 500
+    #: iterations between checkpoints (``RUN/checkpoints/last.pt``, written atomically)
     checkpoint_every: int = 500
+    #: images in each sample grid, from fixed latents
     n_preview: int = 8
+    #: a mean loss beyond this (or NaN/Inf) stops the run as diverged, keeping the last good checkpoint
     divergence_threshold: float = 1.0e4
+    #: data-loader worker processes (0: load in the training process)
     num_workers: int = 0
     #: FID during training (paper 004 S.3): every N iterations (0 = off), against the training images
     fid_every: int = 0
+    #: feature extractor of the FID monitor (``synthmed list``)
     fid_extractor: str = "indomain-ae"
     #: extractor weights; empty with ``indomain-ae`` trains one on the training images first
     fid_weights: str = ""
     #: synthetic samples per evaluation (0 = as many as training images)
     fid_samples: int = 0
+    #: training iterations of the in-domain autoencoder when ``fid_weights`` is empty (saved as ``RUN/fid_extractor.pt``)
     fid_extractor_iterations: int = 500
+    #: no early stop before this many iterations (paper 004 S.3)
     fid_min_iterations: int = 0
     #: stop after this many evaluations without improvement (0 = never stop early)
     fid_patience: int = 2
     #: separate learning rates of the generator side (G, encoders) and the discriminators (D, CD);
     #: 0 = ``lr`` (TTUR, Heusel et al. 2017; StyleGAN2-ADA trains both at 0.0025 but with R1)
     lr_g: float = 0.0
+    #: learning rate of the discriminators (D, CD); 0 = ``lr``
     lr_d: float = 0.0
     #: exponential moving average of G's weights (StyleGAN2-ADA ``ema_kimg``): half-life in thousands of
     #: images (0 = off); previews, FID monitoring and sampling use the average (``synthmed.train.ema``)
@@ -89,10 +109,15 @@ class TrainConfig:
 class AugmentConfig:
     """Differentiable augmentation of every discriminator input (DiffAugment; paper 000)."""
 
+    #: DiffAugment on every discriminator input, real and fake (paper 000: with and without)
     enabled: bool = False
+    #: registered augmentation (``synthmed list``)
     name: str = "diffaugment"
+    #: operations, any of ``translation``, ``cutout``, ``intensity`` (DiffAugment's, for any number of spatial dims)
     policy: list[str] = field(default_factory=lambda: ["translation", "cutout", "intensity"])
+    #: shift by up to this fraction of each side (paper 000: 1/8)
     translation_ratio: float = 0.125
+    #: cut out a box of this fraction of each side (paper 000: half)
     cutout_ratio: float = 0.5
     #: value of translated-in and cut-out voxels (0 as in DiffAugment; -1 is the background of prepared data)
     fill: float = 0.0

@@ -81,8 +81,11 @@ class DataSection:
 class CandidateSpec:
     """One candidate architecture: a run config (shipped name or YAML path) plus overrides."""
 
+    #: a shipped run config name, a YAML path or a registered model name
     config: str = ""
+    #: display name of the candidate (default: the config's name)
     name: str = ""
+    #: dotted overrides of this candidate's run config, e.g. ``{model.latent_dim: 128}``
     set: Any = field(default_factory=dict)
 
 
@@ -258,10 +261,15 @@ class ProtocolConfig:
     evaluation: EvaluationSection = field(default_factory=EvaluationSection)
     ranking: RankingSection = field(default_factory=RankingSection)
     conditioning: ConditioningSection = field(default_factory=ConditioningSection)
+    #: the ``synthmed utility`` config of stage (e), without ``data`` and ``synthetic`` (the protocol sets them)
     utility: Any = field(default_factory=dict)
     sweeps: SweepsSection = field(default_factory=SweepsSection)
+    #: stages that run: ``candidates``, ``evaluation``, ``conditioning``, ``utility``, ``sweeps`` (the last
+    #: three need the first two)
     stages: list[str] = field(default_factory=lambda: list(STAGES))
+    #: device of every training, sampling and evaluation (``auto``, ``cpu``, ``cuda``)
     device: str = "auto"
+    #: seed of the subsample and split of the data, the synthetic pools and evaluation, and the utility protocol
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:

@@ -39,10 +39,17 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Add ``reader`` with its sub-commands to the ``synthmed`` sub-parsers ``sub``."""
-    p = sub.add_parser("reader", help="blinded real-versus-synthetic reader study: create, serve, analyze")
+    from synthmed.cli import add_command
+
+    p = add_command(sub, "reader", "blinded real-versus-synthetic reader study: create, serve, analyze", [
+        "synthmed reader create --real prepared/ds002748 --synthetic synthetic/alpha_sngan --out study",
+        "synthmed reader serve study",
+        "synthmed reader analyze study"])
     rsub = p.add_subparsers(dest="reader_command", required=True)
 
-    s = rsub.add_parser("create", help="draw real and synthetic images into a blinded study folder")
+    s = add_command(rsub, "create", "draw real and synthetic images into a blinded study folder",
+                    ["synthmed reader create --real prepared/ds002748 --synthetic synthetic/alpha_sngan --out study "
+                     "--reader-names ana ben carl"])
     s.add_argument("--real", required=True, help="prepared dataset folder (`synthmed preprocess`)")
     s.add_argument("--synthetic", required=True, action="append",
                    help="folder written by `synthmed sample`, or a run folder; repeat to compare several models")
@@ -61,13 +68,15 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", help="device for sampling a run folder")
     s.set_defaults(func=_cmd_create)
 
-    s = rsub.add_parser("serve", help="run the reader web app; prints each reader's link and the admin link")
+    s = add_command(rsub, "serve", "run the reader web app; prints each reader's link and the admin link",
+                    ["synthmed reader serve study --host 0.0.0.0 --port 8765"])
     s.add_argument("study", help="study folder")
     s.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1; 0.0.0.0 for the network)")
     s.add_argument("--port", type=int, default=8765, help="TCP port (default 8765; 0 picks a free one)")
     s.set_defaults(func=_cmd_serve)
 
-    s = rsub.add_parser("analyze", help="accuracy, Table 2, tests against 50%%, kappa; report.html + analysis.json")
+    s = add_command(rsub, "analyze", "accuracy, Table 2, tests against 50%%, kappa; report.html + analysis.json",
+                    ["synthmed reader analyze study"])
     s.add_argument("study", help="study folder")
     s.add_argument("--out", help="output folder (default: the study folder)")
     s.add_argument("--min-seconds", type=float, default=1.0,

@@ -61,8 +61,11 @@ class DiagnosisCNNParams:
     16, 64, 128 channels, then Linear 256 -> Dropout -> ReLU -> Linear 128 -> Dropout -> ReLU ->
     Linear.  The dropout rate is not given in the paper; 0.5 (PyTorch's default) is used."""
 
+    #: output channels of the three convolution blocks (paper 000 Fig. S1: 16, 64, 128)
     channels: list[int] = field(default_factory=lambda: [16, 64, 128])
+    #: widths of the hidden dense layers (paper 000 Fig. S1: 256, 128)
     hidden: list[int] = field(default_factory=lambda: [256, 128])
+    #: dropout rate after each hidden dense layer (not given in paper 000; PyTorch's default 0.5)
     dropout: float = 0.5
 
 
@@ -124,8 +127,11 @@ class HAGANCNNParams:
     Table VIII does not say whether the convolutions carry a bias; PyTorch's default (bias) is
     used."""
 
+    #: widths of the five stages (paper 001 Table VIII: 8, 16, 32, 64, 128)
     channels: list[int] = field(default_factory=lambda: [8, 16, 32, 64, 128])
+    #: stride-1 convolutions per stage before its stride-2 one (paper 001 Table VIII: 1, 2, 2, 2, 1)
     convs_per_stage: list[int] = field(default_factory=lambda: [1, 2, 2, 2, 1])
+    #: convolutions with a bias (not stated in paper 001 Table VIII; PyTorch's default)
     bias: bool = True
 
 

@@ -88,9 +88,13 @@ class UtilityTrainConfig:
         threads: torch CPU threads during the run (0: leave torch's setting).
     """
 
+    #: AdamW learning rate (paper 000: 5e-6)
     lr: float = 5e-6
+    #: AdamW weight decay (paper 000: 0.01)
     weight_decay: float = 0.01
+    #: AdamW betas (PyTorch's defaults; paper 000 does not state them)
     betas: tuple[float, float] = (0.9, 0.999)
+    #: training images per step (paper 000: 12)
     batch_size: int = 12
     max_epochs: int = 100
     patience: int = 0
@@ -105,10 +109,15 @@ class UtilityTrainConfig:
 class AugmentSection:
     """Classic augmentation of the "augmented" set (paper 000; see :mod:`synthmed.augment.classic`)."""
 
+    #: chance that each operation is applied to an image (paper 000: one third)
     probability: float = 1 / 3
+    #: largest cut-out box edge as a fraction of each axis (paper 000: half the image size)
     crop_ratio: float = 0.5
+    #: largest shift as a fraction of each axis (paper 000: 1/8)
     translation_ratio: float = 0.125
+    #: range of the random intensity factor on [0, 1] intensities (paper 000: 0.7 to 1)
     intensity: tuple[float, float] = (0.7, 1.0)
+    #: value of cut-out and shifted-in voxels (-1: the background of prepared data)
     fill: float = -1.0
 
 
@@ -121,7 +130,9 @@ class StatisticsSection:
         chart_metrics: one Fig. 6-style bar chart per metric.
     """
 
+    #: family-wise significance level of the ANOVA and the Bonferroni-corrected t-tests (paper 000: .05)
     alpha: float = 0.05
+    #: level of the t-based confidence intervals over folds (paper 000: 95%)
     confidence: float = 0.95
     baseline: str = "real"
     chart_metrics: list[str] = field(default_factory=lambda: ["accuracy", "balanced_accuracy"])
@@ -139,13 +150,16 @@ class OcclusionSection:
         fill: value of the occluded patch (-1: the background, "zero" in [0, 1] intensity).
     """
 
+    #: compute the occlusion maps
     enabled: bool = True
     compare: list[str] = field(default_factory=lambda: ["real", "synthetic-small", "synthetic-large"])
+    #: the fold whose classifiers and test images are used
     fold: int = 0
     n_images: int = 4
     mask_size: int = 4
     overlap: float = 0.0
     fill: float = -1.0
+    #: occluded images per forward pass
     n_batch: int = 16
 
 
@@ -154,14 +168,22 @@ class UtilityConfig:
     """Everything ``synthmed utility`` needs; see the module docstring."""
 
     data: DataSection = field(default_factory=DataSection)
+    #: the synthetic images: ``{CLASS: PATH}`` with a run folder or ``synthmed sample`` folder per class, or
+    #: one path of a conditional run folder or labelled sampled folder for every class
     synthetic: dict[str, str] | str | None = None
+    #: training sets compared (paper 000 Table 1): ``real``, ``augmented``, ``mixed-small``, ``mixed-large``,
+    #: ``synthetic-small``, ``synthetic-large``, ``synthetic-infinite``; validation and test stay real
     compositions: list[str] = field(default_factory=lambda: list(COMPOSITIONS))
     classifier: ClassifierSection = field(default_factory=ClassifierSection)
     train: UtilityTrainConfig = field(default_factory=UtilityTrainConfig)
     augment: AugmentSection = field(default_factory=AugmentSection)
+    #: stratified cross-validation folds, each 60/20/20 train/validation/test (paper 000: 5)
     folds: int = 5
+    #: run only these folds (empty: all), e.g. for CPU-sized runs
     run_folds: list[int] = field(default_factory=list)
+    #: seed of the partition, the subsampling and the classifiers
     seed: int = 0
+    #: also test the synthetic-only compositions on held-out synthetic images, for Delta_syn (paper 004)
     synthetic_test: bool = True
     statistics: StatisticsSection = field(default_factory=StatisticsSection)
     occlusion: OcclusionSection = field(default_factory=OcclusionSection)

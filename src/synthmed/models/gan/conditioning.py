@@ -47,11 +47,20 @@ CONDITIONAL = ("frozen-classifier", "ac", "projection", "cvae")  # cvae: the VAE
 class ConditionalParams:
     """The conditioning keys shared by every GAN family's parameters (see the module docstring)."""
 
+    #: ``none``, ``per-class`` (one run per class, ``train.label``; paper 000), ``frozen-classifier`` (a
+    #: classifier trained on real images first, then frozen; paper 000's winner), ``ac`` (auxiliary-classifier
+    #: head on D; paper 001 Eq. 9), ``projection`` (projection discriminator; paper 004 S.2.2), or ``auto``: the
+    #: family's paper method when ``num_classes`` > 0, else ``none``
     conditioning: Conditioning = "auto"
+    #: number of classes K; 0 with a conditional method takes K from the prepared dataset at training time
     num_classes: int = 0
+    #: labels are a 0/1 matrix of several findings per image (paper 004); per-finding binary cross-entropies
     multi_label: bool = False
+    #: weight of the class terms (frozen classifier, auxiliary classifier) in the losses
     class_weight: float = 1.0
+    #: size of a learned label embedding concatenated to z (0: the one-hot or multi-hot code itself, paper 000)
     label_embedding_dim: int = 0
+    #: training iterations of the frozen classifier on the real training images before the GAN starts
     classifier_iterations: int = 500
 
 

@@ -27,11 +27,18 @@ class SNGANParams(ConditionalParams):
     ``auto`` with classes is paper 000's winner, the frozen auxiliary classifier (b).
     """
 
+    #: size of the latent vector z (paper 000: 1000)
     latent_dim: int = 1000
+    #: channels of the finest stage; doubled per coarser stage up to ``max_channels`` (paper 000 Fig. S2:
+    #: 256, 128, 64, 32 at 64^3)
     base_channels: int = 32
+    #: channels of the coarsest stages
     max_channels: int = 256
+    #: slope of the LeakyReLUs in G, D, E and CD
     negative_slope: float = 0.2
+    #: checkerboard-free ICNR initialisation of the pixel-shuffle convolutions (Aitken et al. 2017)
     icnr: bool = True
+    #: ``hinge`` (paper 000), ``nonsaturating`` or ``wgan``
     adversarial_loss: Literal["hinge", "nonsaturating", "wgan"] = "hinge"
 
 
@@ -43,8 +50,11 @@ class AlphaSNGANParams(SNGANParams):
     for alpha-SN-GAN, so we take 10 from the alpha-WGAN it adapts (Kwon et al. 2019, ref. 14).
     """
 
+    #: the reconstruction term of paper 000 Eq. 2: ``l1`` (paper 000) or ``l2``
     reconstruction_loss: Literal["l1", "l2"] = "l1"
+    #: lambda of paper 000 Eq. 2 (not stated there; 10 from the alpha-WGAN of Kwon et al. 2019)
     reconstruction_weight: float = 10.0
+    #: width of the code discriminator's hidden layers (paper 000 Fig. S5)
     code_hidden_dim: int = 2048
 
 

@@ -55,21 +55,38 @@ class HAGANParams(ConditionalParams):
     unconditional HA-GAN per class.  ``label_embedding_dim`` must stay 0 (the code itself, as the paper).
     """
 
+    #: size of z (paper 001 Sec. III-E: 1024)
     latent_dim: int = 1024
+    #: channels of the finest stage of every network, doubled per coarser stage up to ``max_channels``
     base_channels: int = 32
+    #: channels of the coarsest stages (paper 001 supplementary Tables I-VIII: 512)
     max_channels: int = 512
+    #: full / low resolution of the hierarchy (paper 001: 4, i.e. 64^3 at 256^3, 16^3 at 64^3)
     low_factor: int = 4
+    #: full-resolution slices per training sub-volume (0: size / 8, paper 001's 32 x 256^2 at 256^3)
     subvolume_depth: int = 0
+    #: slices of the shared features given to G^H as context around a training sub-volume (0: paper 001's G^H)
     subvolume_halo: int = 1
+    #: slice-wise GroupNorm in G^H, so training on sub-volumes equals inference on the whole volume (false: paper 001)
     slice_norm: bool = True
+    #: groups of the GroupNorm layers
     norm_groups: int = 8
+    #: slices of the shared features per G^H pass when generating full volumes (0: all at once; memory only)
     inference_chunk: int = 16
+    #: slope of the LeakyReLUs
     negative_slope: float = 0.2
+    #: ``nonsaturating`` (paper 001 Eqs. 4-5) or ``hinge``
     adversarial_loss: Literal["nonsaturating", "hinge"] = "nonsaturating"
+    #: ``separate``: sum of the GAN losses of D^H and D^L (paper 001 Eq. 8); ``average``: one loss on
+    #: (D^H + D^L) / 2 (paper 000 Fig. S6)
     discriminator_output: Literal["separate", "average"] = "separate"
+    #: lambda_1 of paper 001 Eq. 8: weight of the sub-volume reconstruction by the encoder E^H
     reconstruction_weight_high: float = 5.0
+    #: lambda_2 of paper 001 Eq. 8: weight of the low-resolution reconstruction through E^G
     reconstruction_weight_global: float = 5.0
+    #: learning rate of the encoders (paper 001 Sec. III-E: 1e-4; null: ``train.lr``)
     lr_e: float | None = 1.0e-4
+    #: learning rate of the discriminators (paper 001 Sec. III-E: 4e-4; null: ``train.lr``)
     lr_d: float | None = 4.0e-4
     num_classes: int = 0
     class_weight: float = 1.0
@@ -93,6 +110,7 @@ class AlphaHAGANParams(HAGANParams):
     reconstruction_weight_high: float = 1.0
     lr_e: float | None = None
     lr_d: float | None = None
+    #: width of the code discriminator's hidden layers (paper 000 Fig. S5)
     code_hidden_dim: int = 2048
 
 

@@ -42,10 +42,15 @@ class DCGANParams(ConditionalParams):
     """DCGAN (Radford et al. 2016): latent 100, 1024 -> 128 channels at 64^2 (base 128, cap 1024),
     non-saturating loss; Adam 2e-4, betas (0.5, 0.999), batch 128 (``dcgan.yaml``)."""
 
+    #: size of z (Radford et al. 2016: 100)
     latent_dim: int = 100
+    #: channels of the finest stage, doubled per coarser stage up to ``max_channels``
     base_channels: int = 128
+    #: channels of the coarsest stage (1024 at 4^2 as DCGAN)
     max_channels: int = 1024
+    #: slope of the discriminator's LeakyReLUs
     negative_slope: float = 0.2
+    #: ``nonsaturating`` (DCGAN), ``hinge`` or ``wgan``
     adversarial_loss: Literal["nonsaturating", "hinge", "wgan"] = "nonsaturating"
 
 
@@ -55,15 +60,25 @@ class WGANGPParams(ConditionalParams):
     0.001 (Karras et al. 2018), ``label_flip`` every ``label_flip_every``-th critic update (paper 003: 3),
     ``minibatch_group`` of the minibatch standard deviation (4)."""
 
+    #: size of z (paper 004 S.2: 512)
     latent_dim: int = 512
+    #: channels of the finest stage, doubled per coarser stage up to ``max_channels``
     base_channels: int = 128
+    #: channels of the coarsest stages (paper 004 S.2: 512)
     max_channels: int = 512
+    #: slope of the LeakyReLUs
     negative_slope: float = 0.2
+    #: the Wasserstein loss with gradient penalty (the only choice for these families)
     adversarial_loss: Literal["wgan"] = "wgan"
+    #: lambda of the gradient penalty (Gulrajani et al. 2017: 10)
     gp_weight: float = 10.0
+    #: weight of the drift term E[D(x)^2] that keeps critic outputs near 0 (Karras et al. 2018: 0.001)
     drift_weight: float = 0.001
+    #: swap real and fake labels every ``label_flip_every``-th critic update (paper 003)
     label_flip: bool = False
+    #: period of the label flipping (paper 003: every third critic step)
     label_flip_every: int = 3
+    #: group size of the minibatch standard deviation layer (Karras et al. 2018: 4)
     minibatch_group: int = 4
 
 
@@ -75,7 +90,9 @@ class PGGANParams(WGANGPParams):
     auxiliary-classifier loss for conditioning (``auto`` = ``ac``).  Paper 003: label flipping every third
     critic step (``label_flip: true``), 20,000 steps of batch 4 at lr 2e-4."""
 
+    #: edge length the progressive growing starts from (paper 004 S.2.1: 8)
     start_resolution: int = 8
+    #: real images shown per fade-in and per stabilisation phase (paper 004 S.2.1: 1.4M at 32^2)
     phase_images: int = 1_400_000
 
 
@@ -85,6 +102,7 @@ class CPDGANParams(WGANGPParams):
     pixel norm (Eq. 1), WGAN-GP; paper 004 trains with batch 256 and learning rate 0.005, n_critic 1
     (``cpdgan.yaml``)."""
 
+    #: 512 feature channels at every resolution (paper 004 S.2.2); reduce it for 3D work
     base_channels: int = 512
 
 
@@ -94,8 +112,11 @@ class StyleGANLiteParams(WGANGPParams):
     (``w_dim`` 0 = ``latent_dim``), no progressive growing or style mixing, PGGAN discriminator, Wasserstein
     loss (Eqs. 11-12, with gradient penalty), Adam at a constant 1e-4 (``stylegan_lite.yaml``)."""
 
+    #: width of the intermediate latent w (0: ``latent_dim``)
     w_dim: int = 0
+    #: dense layers of the mapping network z -> w (paper 002 Sec. 3.2: 2)
     mapping_layers: int = 2
+    #: channels of the finest synthesis stage, doubled per coarser stage up to ``max_channels``
     base_channels: int = 64
 
 

@@ -66,13 +66,23 @@ class VAEParams(ConditionalParams):
     intensities.
     """
 
+    #: ``none``, ``per-class`` (one run per class, ``train.label``), ``cvae`` (a conditional VAE, Sohn et al.
+    #: 2015: the label enters the encoder and is concatenated to z at the decoder), or ``auto`` (``cvae`` when
+    #: ``num_classes`` > 0)
     conditioning: VAEConditioning = "auto"  # type: ignore[assignment]
+    #: size of the latent (paper 002 Sec. 3.2: 200)
     latent_dim: int = 200
+    #: channels of the first encoder stage, doubled per stage up to ``max_channels`` (Hou et al. 2017: 32..256)
     base_channels: int = 32
+    #: channels of the deepest stage
     max_channels: int = 256
+    #: stride-2 stages at most (paper 002: 4; fewer when the image cannot be halved that often)
     max_stages: int = 4
+    #: slope of the LeakyReLUs
     negative_slope: float = 0.2
+    #: weight of the KL term of paper 002 Eq. 5 (1 in the paper)
     kl_weight: float = 1.0
+    #: the 0.025 of "squared error scaled by 0.025 x H x W" (paper 002 Eq. 5), on [0, 1] intensities
     reconstruction_scale: float = 0.025
     #: > 0: weigh the squared error as if the image had this many pixels (``scale x N x MSE``), so the
     #: balance of reconstruction and KL is paper 002's at any image size (16384 = its 128 x 128); 0 = the
@@ -112,21 +122,37 @@ class DFCVAEParams(ConditionalParams):
     relu1_1, relu2_1 and relu3_1).
     """
 
+    #: as the vanilla VAE's: ``none``, ``per-class``, ``cvae`` (Sohn et al. 2015) or ``auto``
     conditioning: VAEConditioning = "auto"  # type: ignore[assignment]
+    #: size of the latent (paper 002 Sec. 3.2: 200)
     latent_dim: int = 200
+    #: channels of the first encoder stage, doubled per stage up to ``max_channels``
     base_channels: int = 32
+    #: channels of the deepest stage
     max_channels: int = 256
+    #: stride-2 stages at most (paper 002: 4)
     max_stages: int = 4
+    #: slope of the LeakyReLUs
     negative_slope: float = 0.2
+    #: weight of the KL term (paper 002 Eq. 5: 1)
     kl_weight: float = 1.0
+    #: network of the perceptual loss (paper 002 Eqs. 6-7): ``indomain`` (the in-domain autoencoder's encoder,
+    #: trained on the run's images) or ``vgg16`` (a local VGG16 weights file in ``feature_weights``)
     feature_network: Literal["indomain", "vgg16"] = "indomain"
+    #: weights file of the feature network (empty with ``indomain``: train one at the start of the run)
     feature_weights: str = ""
+    #: training iterations of the in-domain feature network when ``feature_weights`` is empty
     feature_iterations: int = 500
+    #: activation layers of the in-domain network used (VGG16 always uses relu1_1, relu2_1, relu3_1)
     feature_layers: int = 3
+    #: weight of the perceptual term (null: the feature network's default, 2e-9 for ``vgg16`` as paper 002,
+    #: 0.025 x pixels for ``indomain``)
     perceptual_weight: float | None = None
     #: as the vanilla VAE's: the in-domain perceptual weight is ``0.025 x reconstruction_pixels`` (0 = the image's pixels)
     reconstruction_pixels: int = 0
+    #: KL warm-up iterations, as the vanilla VAE's (0 = off)
     kl_warmup: int = 0
+    #: free bits per latent dimension, as the vanilla VAE's (0 = off)
     free_bits: float = 0.0
 
     def __post_init__(self) -> None:
@@ -144,15 +170,25 @@ class IntroVAEParams(ConditionalParams):
     paper 002's Eqs. 8-9 use only samples x' = G(z), the default.
     """
 
+    #: as the vanilla VAE's: ``none``, ``per-class``, ``cvae`` (the KL terms use the same label) or ``auto``
     conditioning: VAEConditioning = "auto"  # type: ignore[assignment]
+    #: size of the latent (paper 002 Sec. 3.2: 256)
     latent_dim: int = 256
+    #: channels of the finest residual stage, doubled per stage up to ``max_channels``
     base_channels: int = 32
+    #: channels of the deepest stages
     max_channels: int = 256
+    #: stages at most (null: halve down to a 4-7 voxel grid)
     max_stages: int | None = None
+    #: slope of the LeakyReLUs
     negative_slope: float = 0.2
+    #: the KL margin m of paper 002 Eqs. 8-9 (110)
     margin: float = 110.0
+    #: weight of the KL terms of paper 002 Eqs. 8-9 (0.25)
     kl_weight: float = 0.25
+    #: weight of the per-image sum of squared errors (paper 002 Eqs. 8-9: 0.5)
     reconstruction_weight: float = 0.5
+    #: also use E(G(E(x))) as fakes, as the original IntroVAE (Huang et al. 2018, Alg. 1); paper 002 does not
     reconstructions_as_fakes: bool = False
     #: > 0: the squared error is weighed as if the image had this many pixels (IntroVAE's margin m = 110
     #: and weights were tuned at 128 x 128 = 16384); 0 = the image's own pixels, as printed
