@@ -489,7 +489,7 @@ def cli_reference(strict: bool = True) -> str:
         "|---|---|",
     ]
     entries = list(iter_parsers(parser))
-    for path, p, help_text in entries[1:]:
+    for path, _, help_text in entries[1:]:
         cmd = " ".join(path)
         md.append(f"| [`{cmd}`](#{_anchor(cmd)}) | {_cell(help_text.replace('%%', '%'))} |")
     md.append("")
