@@ -73,7 +73,8 @@ class TrainConfig:
     divergence_threshold: float = 1.0e4
     #: data-loader worker processes (0: load in the training process)
     num_workers: int = 0
-    #: FID during training (paper 004 S.3): every N iterations (0 = off), against the training images
+    #: FID during training (paper 004 S.3): every N iterations (0 = off), against the training images; logged to
+    #: ``fid.csv`` and TensorBoard ``eval/fid``, the best model kept as ``checkpoints/best.pt``
     fid_every: int = 0
     #: feature extractor of the FID monitor (``synthmed list``)
     fid_extractor: str = "indomain-ae"
@@ -97,7 +98,8 @@ class TrainConfig:
     ema_kimg: float = 0.0
     #: ramp-up of the EMA half-life (StyleGAN2-ADA ``ema_rampup``; 0 = none): at most ``images_seen x this``
     ema_rampup: float = 0.0
-    #: R1 gradient penalty on real images, ``gamma/2 E|grad_x D(x)|^2`` (Mescheder et al. 2018; 0 = off)
+    #: R1 gradient penalty on real images, ``gamma/2 E|grad_x D(x)|^2`` (Mescheder et al. 2018; 0 = off); the
+    #: SN-GAN, alpha-SN-GAN and DCGAN steps take it
     r1_gamma: float = 0.0
     #: lazy regularisation: the penalty every N discriminator updates, scaled by N (Karras et al. 2020)
     r1_every: int = 1
