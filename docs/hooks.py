@@ -7,10 +7,17 @@ or argument without documentation stops the build with the list of what is missi
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from mkdocs.exceptions import PluginError
 from mkdocs.structure.files import File
 
-from synthmed.docgen import PAGES, MissingDocs
+try:
+    from synthmed.docgen import PAGES, MissingDocs
+except ImportError:  # a checkout whose package is not installed: use its src/ (the dependencies must be there)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    from synthmed.docgen import PAGES, MissingDocs
 
 
 def on_files(files, config):  # noqa: ANN001, ANN201 (MkDocs hook signature)
