@@ -144,6 +144,10 @@ class ModelConfig:
 
 @dataclass
 class RunConfig:
+    """A validated ``synthmed train`` config: the model family with its parameters, training and
+    augmentation (built by :func:`load_config` / :func:`build_config`; every key is listed in the
+    configuration reference)."""
+
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
