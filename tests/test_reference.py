@@ -108,7 +108,17 @@ def test_run_resume_floor_and_table(configs: Path, prep2d: Path, tmp_path: Path,
     again = json.loads((run / "reference" / "result.json").read_text(encoding="utf-8"))
     assert not again["training"]["trained_in_this_call"]
     assert again["metrics"] == result["metrics"]  # same seeds, same samples, same numbers
+    assert again["truncation"] is None and again["metrics_untruncated"] is None
     capsys.readouterr()
+
+    # sampling with the truncation trick keeps the trained run (sample.* is not part of its fingerprint);
+    # the untruncated numbers beside it are those of the same seeds without truncation, i.e. the first call's
+    assert main([*argv, "--set", "sample.truncation=0.5"]) == 0
+    assert (sha256_file(ckpt), ckpt.stat().st_mtime_ns) == before
+    cut = json.loads((run / "reference" / "result.json").read_text(encoding="utf-8"))
+    assert cut["truncation"] == 0.5 and cut["metrics_untruncated"] == result["metrics"]
+    assert cut["metrics"] != result["metrics"]
+    assert "truncation psi = 0.5" in capsys.readouterr().out
 
     # the table: one row per run, with a link to its picture relative to the table file
     table = tmp_path / "docs" / "results.md"
@@ -116,7 +126,7 @@ def test_run_resume_floor_and_table(configs: Path, prep2d: Path, tmp_path: Path,
     rows = [line for line in table.read_text(encoding="utf-8").splitlines() if line.startswith("| breastmnist")]
     assert len(rows) == 1 and "](../work/runs/breastmnist-sngan/reference/samples.png)" in rows[0]
     assert main(["reference", "table", str(work)]) == 0
-    assert capsys.readouterr().out.count("| breastmnist-sngan |") == 1
+    assert capsys.readouterr().out.count("| breastmnist-sngan (truncation 0.5) |") == 1
 
 
 def test_vae_run_3d(configs: Path, prep3d: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -17,6 +18,19 @@ from pathlib import Path
 
 from synthmed import __version__
 from synthmed.errors import SynthmedError
+
+
+def truncation_arg(text: str) -> float | None:
+    """argparse type of ``--truncation``: a threshold > 0, or ``none`` (no truncation)."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0 or 'none', got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a number > 0 (standard deviations) or 'none', got {text!r}")
+    return value
 
 
 def _int_at_least(minimum: int):
@@ -116,7 +130,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     out = sample(args.run, args.n, args.out, seed=args.seed, batch_size=args.batch_size,
                  checkpoint=args.checkpoint, device=args.device, overwrite=args.overwrite,
                  progress=not args.no_progress, labels=args.label, labels_from=args.labels_from,
-                 ema=not args.no_ema)
+                 ema=not args.no_ema, truncation=getattr(args, "truncation", "config"))
     print(f"synthetic images written to {out}")
     return 0
 
@@ -305,6 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", help="checkpoint file (default RUN/checkpoints/last.pt)")
     s.add_argument("--no-ema", action="store_true",
                    help="runs trained with train.ema_kimg > 0: sample the raw generator instead of its weight average")
+    s.add_argument("--truncation", type=truncation_arg, default=argparse.SUPPRESS, metavar="PSI",
+                   help="truncation trick (BigGAN): redraw latent components beyond PSI standard deviations; lower "
+                        "PSI trades variety (recall) for fidelity (precision); 'none' turns off the run's "
+                        "sample.truncation (default: the run's sample.truncation, usually none)")
     s.add_argument("--device", default="auto", help=DEVICE_HELP)
     s.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")

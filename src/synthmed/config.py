@@ -135,6 +135,19 @@ class AugmentConfig:
 
 
 @dataclass
+class SampleConfig:
+    """How ``synthmed sample`` (and every command that generates from the run: ``evaluate``, ``utility``,
+    ``protocol``, ``reference``) draws latent codes by default.  Changing it never changes training, so a
+    finished run keeps its fingerprint and ``--resume`` accepts a new value."""
+
+    #: the truncation trick (Brock et al. 2019, "BigGAN", Sec. 3.1; the precision/recall trade-off of
+    #: Kynkäänniemi et al. 2019, Fig. 7): every latent component with ``|z_i| > truncation`` is redrawn
+    #: until it lies inside, which trades diversity (recall) for fidelity (precision).  None = no truncation
+    #: (z ~ N(0, I), the papers' sampling); ``synthmed sample --truncation`` overrides it.
+    truncation: float | None = None
+
+
+@dataclass
 class ModelConfig:
     """``name`` picks a registered model family; ``params`` is that family's typed parameters."""
 
@@ -151,6 +164,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (the YAML written into every run folder)."""
@@ -158,6 +172,7 @@ class RunConfig:
             "model": {"name": self.model.name, **_plain(self.model.params)},
             "train": _plain(self.train),
             "augment": _plain(self.augment),
+            "sample": _plain(self.sample),
         }
         return out
 
@@ -341,10 +356,10 @@ def build_config(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = 
     for text in overrides:
         key, value = parse_override(text)
         _set_dotted(data, key, value)
-    unknown = sorted(set(data) - {"model", "train", "augment"})
+    unknown = sorted(set(data) - {"model", "train", "augment", "sample"})
     if unknown:
         raise ConfigError(f"unknown config section(s) {', '.join(map(repr, unknown))}; "
-                          "allowed: model, train, augment")
+                          "allowed: model, train, augment, sample")
     model_raw = dict(data.get("model") or {})
     if not isinstance(data.get("model", {}) or {}, dict):
         raise ConfigError("config section 'model': expected a mapping")
@@ -360,10 +375,22 @@ def build_config(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = 
         model=ModelConfig(name=name, params=params),
         train=from_dict(TrainConfig, data.get("train"), "train"),
         augment=from_dict(AugmentConfig, data.get("augment"), "augment"),
+        sample=from_dict(SampleConfig, data.get("sample"), "sample"),
     )
+    check_truncation(cfg.sample.truncation, "config key 'sample.truncation'")
     make_augment(cfg)  # validates augment.name / policy / ratios even when disabled
     _check_train(cfg.train)
     return cfg
+
+
+def check_truncation(psi: float | None, where: str) -> float | None:
+    """``psi`` if it is None or a finite number > 0 (a truncation threshold in standard deviations), else
+    a ConfigError naming ``where``."""
+    import math
+
+    if psi is not None and not (math.isfinite(psi) and psi > 0):
+        raise ConfigError(f"{where}: expected a threshold > 0 in standard deviations (e.g. 0.7-1.0) or none, got {psi}")
+    return psi
 
 
 def make_augment(cfg: RunConfig) -> Any:

@@ -491,7 +491,7 @@ def run_reference(name: str, opts: ReferenceOptions) -> dict[str, Any]:
     state = ensure_run(cfg, prepared, run_dir, opts.progress)
     if not state["reused"]:
         _record_training_env(run_dir, str(resolve_device(opts.device, DistInfo())))
-    result = evaluate_reference(name, run_dir, prepared, opts, spec)
+    result = evaluate_reference(name, run_dir, prepared, opts, spec, truncation=cfg.sample.truncation)
     result["config"] = {"path": str(cfg_path), "sha256": sha256_file(cfg_path), "overrides": list(opts.overrides)}
     result["training"].update(trained_in_this_call=not state["reused"], status=state.get("status"))
     write_json_atomic(run_dir / "reference" / "result.json", result)
@@ -499,9 +499,16 @@ def run_reference(name: str, opts: ReferenceOptions) -> dict[str, Any]:
 
 
 def evaluate_reference(name: str, run_dir: Path, prepared: Path, opts: ReferenceOptions,
-                       spec: ReferenceDataset) -> dict[str, Any]:
+                       spec: ReferenceDataset, truncation: float | None = None) -> dict[str, Any]:
     """Every number of a reference run (see the module docstring); draws ``samples.png`` (and ``copies.png``
-    when samples are flagged) into ``RUN/reference/``.  The caller writes ``result.json``."""
+    when samples are flagged) into ``RUN/reference/``.  The caller writes ``result.json``.
+
+    Args:
+        truncation: the reference config's ``sample.truncation`` (the truncation trick,
+            :func:`synthmed.generate.sample.truncated_latent`).  Every number is of the truncated samples;
+            the feature metrics of the same seeds without truncation are kept beside them
+            (``metrics_untruncated``), so the price in recall is on the page.
+    """
     from synthmed.data.prepared import load_prepared
     from synthmed.evaluate.fidelity import FidelityOptions, feature_metric_rows, features, make_extractor
     from synthmed.evaluate.runner import Stages
@@ -525,6 +532,7 @@ def evaluate_reference(name: str, run_dir: Path, prepared: Path, opts: Reference
         test_img = np.asarray(ds.images[test], dtype=np.float32)
         test_labels = None if ds.labels is None else ds.labels[test]
         run = load_run(run_dir, device=device)
+        run.truncation = truncation
     with stage("extractor"):
         extractor = make_extractor(ds, fo)
     with stage("features: real"):
@@ -543,6 +551,17 @@ def evaluate_reference(name: str, run_dir: Path, prepared: Path, opts: Reference
         mv, fv = _metric_values(metrics), _metric_values(floor)
         fid_ratio = mv["fid"] / fv["fid"] if fv["fid"] > 0 else None
         per_class = _per_class(name, run_dir, ds, test_feats, test_labels, sets, syn_feats, set_labels, fo, need)
+    untruncated = None
+    if truncation is not None:
+        with stage("untruncated sets"):
+            run.truncation = None
+            plain = [_generate(run, list(range(k * n, (k + 1) * n)), set_labels, opts.batch_size)
+                     for k in range(opts.n_sets)]
+            untruncated = feature_metric_rows(
+                test_feats, [features(extractor, s, ref / "features", f"synthetic-{array_sha256(s)[:24]}", fo)
+                             for s in plain], fo)
+            run.truncation = truncation
+            del plain
     with stage("memorisation"):
         train_rows = _training_rows(ds, run)
         hold_rows = np.setdiff1d(test, train_rows)
@@ -570,13 +589,14 @@ def evaluate_reference(name: str, run_dir: Path, prepared: Path, opts: Reference
         "prepared": {"path": str(ds.root.resolve()), "images_sha256": ds.meta.get("images_sha256"),
                      "n_test": n, "n_trainval": len(trainval), "test_split": spec.test_split},
         "iterations": {"configured": run.cfg.train.iterations, "trained": run.step},
-        "checkpoint_sha256": run.checkpoint_sha256, "sampled_ema": run.ema,
+        "checkpoint_sha256": run.checkpoint_sha256, "sampled_ema": run.ema, "truncation": truncation,
         "training": {**training_seconds(run_dir), "batch_size": run.cfg.train.batch_size},
         "threads": _threads(run_dir),
         "device": device,
         "feature_space": extractor.describe(),
         "n_sets": opts.n_sets, "set_size": n,
         "metrics": metrics,
+        "metrics_untruncated": untruncated,
         "floor": {"what": f"{opts.n_sets} seeded random subsets (seed {opts.seed}) of {len(subsets[0])} real trainval "
                           "images against the same test features", "seed": opts.seed, "metrics": floor},
         "fid_ratio": fid_ratio,
@@ -687,6 +707,10 @@ def summary_text(result: dict[str, Any]) -> str:
             continue
         lines.append(f"  {m:<10} {_with_ci(r):<28} floor {_with_ci(floor[m]):<28}{_target_note(targets.get(m))}")
     lines.append(f"  FID ratio  {_fmt(result['fid_ratio'])}{_target_note(targets['fid_ratio'])}")
+    if result.get("metrics_untruncated"):
+        plain = _metric_values(result["metrics_untruncated"])
+        lines.append(f"  sampled with truncation psi = {result['truncation']}; without it the same seeds give "
+                     + ", ".join(f"{m} {_fmt(plain[m])}" for m in ("fid", "precision", "recall", "density", "coverage")))
     lines.append(f"  copies     {memo['n_flagged']} of {memo['n_synthetic']} flagged "
                  f"({100 * memo['fraction_flagged']:.2g}%; by chance ~{memo['expected_by_chance']:.2g}, "
                  f"P(>= observed) = {memo['p_value']:.2g}){_target_note(targets['copies'])}")
@@ -736,7 +760,9 @@ def table_row(result: dict[str, Any], link: str) -> list[str]:
     mv, fv = _metric_values(result["metrics"]), _metric_values(result["floor"]["metrics"])
     memo, v = result["memorisation"], result.get("vae")
     missed = [k for k, t in result["targets"].items() if not t["met"]]
-    return [result["name"], result["dataset"], result["model"], str(result["iterations"]["trained"]),
+    psi = result.get("truncation")
+    return [result["name"] + (f" (truncation {psi})" if psi is not None else ""), result["dataset"], result["model"],
+            str(result["iterations"]["trained"]),
             _duration(result["training"]["seconds"]), str(result["threads"]["torch_threads"]),
             f"{_fmt(mv['fid'])} ({_fmt(fv['fid'])})", _fmt(result["fid_ratio"], 2), _fmt(mv["kid"], 2),
             _fmt(mv["precision"], 2), _fmt(mv["recall"], 2), _fmt(mv["density"], 2), _fmt(mv["coverage"], 2),

@@ -50,6 +50,7 @@ def ensure_run(cfg: RunConfig, data: Path, run_dir: Path, progress: bool) -> dic
     from synthmed.train.loop import train
 
     plain = cfg.to_dict()
+    plain.pop("sample")  # how the run is sampled never changes what is trained
     plain["train"] = {k: v for k, v in plain["train"].items() if k not in ("device", "num_workers")}
     want = hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()
     marker = run_dir / "protocol_request.json"
