@@ -143,6 +143,22 @@ def test_vae_run_3d(configs: Path, prep3d: Path, tmp_path: Path, capsys: pytest.
     assert result["per_class"]["metrics"] == {}
     assert all("need at least 6" in why for why in result["per_class"]["skipped"].values())
     assert (work / "runs" / "adrenal28-vae" / "reference" / "samples.png").is_file()
+    assert result["prior"] == "standard" and result["metrics_standard_prior"] is None
+
+    # the gmm prior (ex-post density estimation) keeps the trained run; the standard-prior numbers beside it
+    # are those of the same seeds from N(0, I), i.e. the first call's
+    assert main(["reference", "run", "adrenal28-vae", "--work", str(work), "--data", str(prep3d), *FAST,
+                 *_sets("model.conditioning=cvae", "sample.prior=gmm", "sample.prior_components=2")]) == 0
+    assert "sampled from the gmm prior (2 components" in capsys.readouterr().out
+    gmm = json.loads((work / "runs" / "adrenal28-vae" / "reference" / "result.json").read_text(encoding="utf-8"))
+    assert not gmm["training"]["trained_in_this_call"]
+    assert gmm["prior"] == "gmm" and gmm["prior_components"] == 2
+    assert gmm["metrics_standard_prior"] == result["metrics"] and gmm["metrics"] != result["metrics"]
+    assert gmm["prior_fit"]["per_class"] and set(gmm["prior_fit"]["fits"]) == {"0", "1"}
+    assert gmm["prior_fit"]["n_codes"] == 24  # the 24 trainval volumes it was trained on
+    assert gmm["memorisation"]["n_synthetic"] == 16  # the copy check is of the gmm samples
+    row = ref.table_row(gmm, "x")
+    assert row[0] == "adrenal28-vae (gmm prior)"
 
 
 def test_copy_flag_rule_known_answer(tmp_path: Path) -> None:

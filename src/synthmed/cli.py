@@ -130,7 +130,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     out = sample(args.run, args.n, args.out, seed=args.seed, batch_size=args.batch_size,
                  checkpoint=args.checkpoint, device=args.device, overwrite=args.overwrite,
                  progress=not args.no_progress, labels=args.label, labels_from=args.labels_from,
-                 ema=not args.no_ema, truncation=getattr(args, "truncation", "config"))
+                 ema=not args.no_ema, truncation=getattr(args, "truncation", "config"),
+                 prior=args.prior or "config", prior_components=args.prior_components, prior_data=args.prior_data)
     print(f"synthetic images written to {out}")
     return 0
 
@@ -306,7 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = add_command(sub, "sample", "generate a synthetic cohort from a trained run", [
         "synthmed sample runs/alpha_sngan --n 100 --out synthetic/alpha_sngan",
-        "synthmed sample runs/conditional --n 300 --label depr --label control --out synthetic/balanced"])
+        "synthmed sample runs/conditional --n 300 --label depr --label control --out synthetic/balanced",
+        "synthmed sample runs/vae --n 100 --prior gmm --out synthetic/vae_gmm"])
     s.add_argument("run", help="run folder written by `synthmed train`")
     s.add_argument("--n", type=positive_int, help="number of images (optional with --labels-from)")
     s.add_argument("--out", required=True, help="output folder")
@@ -323,6 +325,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="truncation trick (BigGAN): redraw latent components beyond PSI standard deviations; lower "
                         "PSI trades variety (recall) for fidelity (precision); 'none' turns off the run's "
                         "sample.truncation (default: the run's sample.truncation, usually none)")
+    s.add_argument("--prior", choices=("standard", "gmm"),
+                   help="VAEs: draw latent codes from N(0, I) ('standard') or from a Gaussian mixture fitted to the "
+                        "posterior means of the run's training images ('gmm', ex-post density estimation, Ghosh et "
+                        "al. 2020; fitted once, cached in RUN/prior/) (default: the run's sample.prior, usually standard)")
+    s.add_argument("--prior-components", type=positive_int, metavar="K",
+                   help="components of the gmm prior (default: the run's sample.prior_components, 10)")
+    s.add_argument("--prior-data", metavar="DIR",
+                   help="the prepared folder the run was trained on, when it has moved (default: the path in "
+                        "RUN/data.json)")
     s.add_argument("--device", default="auto", help=DEVICE_HELP)
     s.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -145,6 +145,16 @@ class SampleConfig:
     #: until it lies inside, which trades diversity (recall) for fidelity (precision).  None = no truncation
     #: (z ~ N(0, I), the papers' sampling); ``synthmed sample --truncation`` overrides it.
     truncation: float | None = None
+    #: the density latent codes are drawn from: ``standard`` = N(0, I), the VAE's own prior; ``gmm`` =
+    #: ex-post density estimation (Ghosh et al. 2020, "From Variational to Deterministic Autoencoders",
+    #: ICLR, Sec. 4): a full-covariance Gaussian mixture fitted to the posterior means of the run's training
+    #: images, so samples come from where the encoder put the data (the aggregate posterior) rather than from
+    #: the parts of N(0, I) it left empty.  Families with a Gaussian posterior only (vae, dfc_vae, intro_vae);
+    #: ``synthmed sample --prior`` overrides it.
+    prior: Literal["standard", "gmm"] = "standard"
+    #: components of the ``gmm`` prior (Ghosh et al. 2020, Sec. 4: 10, full covariance); a conditional
+    #: (``cvae``) run fits one mixture per class, with at most as many components as the class has images
+    prior_components: int = 10
 
 
 @dataclass
@@ -378,6 +388,7 @@ def build_config(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = 
         sample=from_dict(SampleConfig, data.get("sample"), "sample"),
     )
     check_truncation(cfg.sample.truncation, "config key 'sample.truncation'")
+    check_prior(cfg.sample.prior, cfg.sample.prior_components, family, "config key 'sample.prior'")
     make_augment(cfg)  # validates augment.name / policy / ratios even when disabled
     _check_train(cfg.train)
     return cfg
@@ -391,6 +402,25 @@ def check_truncation(psi: float | None, where: str) -> float | None:
     if psi is not None and not (math.isfinite(psi) and psi > 0):
         raise ConfigError(f"{where}: expected a threshold > 0 in standard deviations (e.g. 0.7-1.0) or none, got {psi}")
     return psi
+
+
+def check_prior(prior: str, components: int, family: Any, where: str) -> str:
+    """``prior`` if it is a latent prior ``family`` can be sampled from (``sample.prior``), else a ConfigError
+    naming ``where``: ``gmm`` (ex-post density estimation, Ghosh et al. 2020) needs a family with a Gaussian
+    posterior and at least one component."""
+    if prior not in ("standard", "gmm"):
+        raise ConfigError(f"{where}: expected 'standard' or 'gmm', got {prior!r}")
+    if components < 1:
+        raise ConfigError(f"config key 'sample.prior_components': expected a positive integer, got {components}")
+    if prior == "gmm" and not getattr(family, "gaussian_posterior", False):
+        from synthmed.registry import MODELS
+
+        names = ", ".join(n for n, cls in MODELS.items() if getattr(cls, "gaussian_posterior", False))
+        name = next((n for n, cls in MODELS.items() if cls is type(family)), type(family).__name__)
+        raise ConfigError(f"{where}: the gmm prior (ex-post density estimation, Ghosh et al. 2020) is fitted to the "
+                          f"posterior means of a VAE encoder; model family {name} has none (families "
+                          f"with one: {names}); sample it with the standard prior (--prior standard)")
+    return prior
 
 
 def make_augment(cfg: RunConfig) -> Any:

@@ -460,14 +460,6 @@ def _generate(run: Any, seeds: list[int], labels: np.ndarray | None, batch_size:
     return np.concatenate(parts).astype(np.float32)
 
 
-def _training_rows(ds: Any, run: Any) -> np.ndarray:
-    ids = run.data.get("train_subject_ids")
-    if not ids:
-        return ds.indices("trainval")
-    seen = set(ids)
-    return np.array([i for i, s in enumerate(ds.subject_ids) if s in seen], dtype=np.int64)
-
-
 def run_reference(name: str, opts: ReferenceOptions) -> dict[str, Any]:
     """Prepare, train (or resume, or keep) and evaluate the reference run ``name``; write its
     ``reference/result.json`` and ``reference/samples.png`` under ``WORK/runs/NAME``.
@@ -491,7 +483,8 @@ def run_reference(name: str, opts: ReferenceOptions) -> dict[str, Any]:
     state = ensure_run(cfg, prepared, run_dir, opts.progress)
     if not state["reused"]:
         _record_training_env(run_dir, str(resolve_device(opts.device, DistInfo())))
-    result = evaluate_reference(name, run_dir, prepared, opts, spec, truncation=cfg.sample.truncation)
+    result = evaluate_reference(name, run_dir, prepared, opts, spec, truncation=cfg.sample.truncation,
+                                prior=cfg.sample.prior, prior_components=cfg.sample.prior_components)
     result["config"] = {"path": str(cfg_path), "sha256": sha256_file(cfg_path), "overrides": list(opts.overrides)}
     result["training"].update(trained_in_this_call=not state["reused"], status=state.get("status"))
     write_json_atomic(run_dir / "reference" / "result.json", result)
@@ -499,7 +492,8 @@ def run_reference(name: str, opts: ReferenceOptions) -> dict[str, Any]:
 
 
 def evaluate_reference(name: str, run_dir: Path, prepared: Path, opts: ReferenceOptions,
-                       spec: ReferenceDataset, truncation: float | None = None) -> dict[str, Any]:
+                       spec: ReferenceDataset, truncation: float | None = None, prior: str = "standard",
+                       prior_components: int = 10) -> dict[str, Any]:
     """Every number of a reference run (see the module docstring); draws ``samples.png`` (and ``copies.png``
     when samples are flagged) into ``RUN/reference/``.  The caller writes ``result.json``.
 
@@ -508,11 +502,16 @@ def evaluate_reference(name: str, run_dir: Path, prepared: Path, opts: Reference
             :func:`synthmed.generate.sample.truncated_latent`).  Every number is of the truncated samples;
             the feature metrics of the same seeds without truncation are kept beside them
             (``metrics_untruncated``), so the price in recall is on the page.
+        prior, prior_components: the reference config's ``sample.prior`` / ``sample.prior_components``.
+            With ``gmm`` (ex-post density estimation, :mod:`synthmed.generate.prior`, fitted to the codes of
+            the run's training images in ``prepared``) every number is of the gmm samples, and the feature
+            metrics of the same seeds drawn from N(0, I) are kept beside them (``metrics_standard_prior``).
     """
     from synthmed.data.prepared import load_prepared
     from synthmed.evaluate.fidelity import FidelityOptions, feature_metric_rows, features, make_extractor
     from synthmed.evaluate.runner import Stages
     from synthmed.features.cache import array_sha256
+    from synthmed.generate.prior import training_rows
     from synthmed.generate.sample import load_run, training_warnings
     from synthmed.train.distributed import DistInfo, resolve_device
 
@@ -533,6 +532,12 @@ def evaluate_reference(name: str, run_dir: Path, prepared: Path, opts: Reference
         test_labels = None if ds.labels is None else ds.labels[test]
         run = load_run(run_dir, device=device)
         run.truncation = truncation
+        run.prior, run.prior_components, run.prior_data = prior, prior_components, prepared
+    if prior != "standard":
+        from synthmed.generate.prior import run_prior
+
+        with stage("prior fit"):
+            run_prior(run)
     with stage("extractor"):
         extractor = make_extractor(ds, fo)
     with stage("features: real"):
@@ -551,19 +556,30 @@ def evaluate_reference(name: str, run_dir: Path, prepared: Path, opts: Reference
         mv, fv = _metric_values(metrics), _metric_values(floor)
         fid_ratio = mv["fid"] / fv["fid"] if fv["fid"] > 0 else None
         per_class = _per_class(name, run_dir, ds, test_feats, test_labels, sets, syn_feats, set_labels, fo, need)
-    untruncated = None
-    if truncation is not None:
-        with stage("untruncated sets"):
-            run.truncation = None
+    def same_seeds_with(**setting: Any) -> list[dict[str, Any]]:
+        """Feature metrics of the same seeds sampled with ``setting`` (LoadedRun fields) changed."""
+        saved = {k: getattr(run, k) for k in setting}
+        for k, v in setting.items():
+            setattr(run, k, v)
+        try:
             plain = [_generate(run, list(range(k * n, (k + 1) * n)), set_labels, opts.batch_size)
                      for k in range(opts.n_sets)]
-            untruncated = feature_metric_rows(
+            return feature_metric_rows(
                 test_feats, [features(extractor, s, ref / "features", f"synthetic-{array_sha256(s)[:24]}", fo)
                              for s in plain], fo)
-            run.truncation = truncation
-            del plain
+        finally:
+            for k, v in saved.items():
+                setattr(run, k, v)
+
+    untruncated, standard_prior = None, None
+    if truncation is not None:
+        with stage("untruncated sets"):
+            untruncated = same_seeds_with(truncation=None)
+    if prior != "standard":
+        with stage("standard-prior sets"):
+            standard_prior = same_seeds_with(prior="standard")
     with stage("memorisation"):
-        train_rows = _training_rows(ds, run)
+        train_rows = training_rows(ds, run.data)
         hold_rows = np.setdiff1d(test, train_rows)
         train_img = np.asarray(ds.images[train_rows], dtype=np.float32)
         every = np.concatenate(sets)
@@ -590,6 +606,8 @@ def evaluate_reference(name: str, run_dir: Path, prepared: Path, opts: Reference
                      "n_test": n, "n_trainval": len(trainval), "test_split": spec.test_split},
         "iterations": {"configured": run.cfg.train.iterations, "trained": run.step},
         "checkpoint_sha256": run.checkpoint_sha256, "sampled_ema": run.ema, "truncation": truncation,
+        "prior": prior, "prior_components": prior_components if prior != "standard" else None,
+        "prior_fit": run.latent_prior.meta if run.latent_prior is not None else None,
         "training": {**training_seconds(run_dir), "batch_size": run.cfg.train.batch_size},
         "threads": _threads(run_dir),
         "device": device,
@@ -597,6 +615,7 @@ def evaluate_reference(name: str, run_dir: Path, prepared: Path, opts: Reference
         "n_sets": opts.n_sets, "set_size": n,
         "metrics": metrics,
         "metrics_untruncated": untruncated,
+        "metrics_standard_prior": standard_prior,
         "floor": {"what": f"{opts.n_sets} seeded random subsets (seed {opts.seed}) of {len(subsets[0])} real trainval "
                           "images against the same test features", "seed": opts.seed, "metrics": floor},
         "fid_ratio": fid_ratio,
@@ -711,6 +730,11 @@ def summary_text(result: dict[str, Any]) -> str:
         plain = _metric_values(result["metrics_untruncated"])
         lines.append(f"  sampled with truncation psi = {result['truncation']}; without it the same seeds give "
                      + ", ".join(f"{m} {_fmt(plain[m])}" for m in ("fid", "precision", "recall", "density", "coverage")))
+    if result.get("metrics_standard_prior"):
+        plain = _metric_values(result["metrics_standard_prior"])
+        lines.append(f"  sampled from the gmm prior ({result['prior_components']} components, ex-post density estimation); "
+                     "from N(0, I) the same seeds give "
+                     + ", ".join(f"{m} {_fmt(plain[m])}" for m in ("fid", "precision", "recall", "density", "coverage")))
     lines.append(f"  copies     {memo['n_flagged']} of {memo['n_synthetic']} flagged "
                  f"({100 * memo['fraction_flagged']:.2g}%; by chance ~{memo['expected_by_chance']:.2g}, "
                  f"P(>= observed) = {memo['p_value']:.2g}){_target_note(targets['copies'])}")
@@ -760,8 +784,7 @@ def table_row(result: dict[str, Any], link: str) -> list[str]:
     mv, fv = _metric_values(result["metrics"]), _metric_values(result["floor"]["metrics"])
     memo, v = result["memorisation"], result.get("vae")
     missed = [k for k, t in result["targets"].items() if not t["met"]]
-    psi = result.get("truncation")
-    return [result["name"] + (f" (truncation {psi})" if psi is not None else ""), result["dataset"], result["model"],
+    return [_run_label(result), result["dataset"], result["model"],
             str(result["iterations"]["trained"]),
             _duration(result["training"]["seconds"]), str(result["threads"]["torch_threads"]),
             f"{_fmt(mv['fid'])} ({_fmt(fv['fid'])})", _fmt(result["fid_ratio"], 2), _fmt(mv["kid"], 2),
@@ -770,6 +793,14 @@ def table_row(result: dict[str, Any], link: str) -> list[str]:
             "–" if not v else f"{_fmt(v['recon_ratio'], 2)} / {_fmt(v['final_kl_nats'], 3)} nats",
             f"{result['targets_met']}/{result['targets_total']}" + (f" (missed: {', '.join(missed)})" if missed else ""),
             f"[samples]({link})"]
+
+
+def _run_label(result: dict[str, Any]) -> str:
+    """The run's name with how it was sampled when not the default: ``NAME (truncation 0.9, gmm prior)``."""
+    how = [f"truncation {result['truncation']}"] if result.get("truncation") is not None else []
+    if result.get("prior", "standard") != "standard":
+        how.append(f"{result['prior']} prior")
+    return result["name"] + (f" ({', '.join(how)})" if how else "")
 
 
 def results_table(dirs: list[str | Path], out: str | Path | None = None) -> str:

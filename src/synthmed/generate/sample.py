@@ -25,8 +25,9 @@ import torch
 from torch import nn
 
 from synthmed import __version__
-from synthmed.config import RunConfig, check_truncation, load_config
+from synthmed.config import RunConfig, check_prior, check_truncation, load_config
 from synthmed.errors import ConfigError, DataError, SynthmedError
+from synthmed.generate.prior import run_prior
 from synthmed.generate.writers import write_nifti, write_png
 from synthmed.io_utils import atomic_dir, folder_lock, naming_path, sha256_file, write_json_atomic
 from synthmed.models.base import ModelFamily, get_family
@@ -56,6 +57,15 @@ class LoadedRun:
     #: truncation threshold of the latent codes (``sample.truncation``; None = z ~ N(0, I)); see
     #: :func:`truncated_latent`
     truncation: float | None = None
+    #: the latent prior (``sample.prior``): ``standard`` = N(0, I), ``gmm`` = a Gaussian mixture fitted to the
+    #: training codes (ex-post density estimation, Ghosh et al. 2020; :mod:`synthmed.generate.prior`)
+    prior: str = "standard"
+    #: components of the ``gmm`` prior (``sample.prior_components``)
+    prior_components: int = 10
+    #: the prepared folder the ``gmm`` prior is fitted from (None: the ``path`` in ``data.json``)
+    prior_data: Path | None = None
+    #: the fitted ``gmm`` prior once loaded (:func:`synthmed.generate.prior.run_prior` fills it)
+    latent_prior: Any = None
 
     @property
     def conditioning(self) -> dict[str, Any]:
@@ -106,7 +116,7 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, device: 
     for m in nets.values():
         m.to(dev).eval()
     return LoadedRun(cfg, family, nets, data, ckpt_path, sha256_file(ckpt_path), int(ckpt["step"]), dev, use_ema,
-                     run.root, cfg.sample.truncation)
+                     run.root, cfg.sample.truncation, cfg.sample.prior, cfg.sample.prior_components)
 
 
 #: redraws after which :func:`truncated_latent` gives up (P(|z| > 0.05) = 0.96 per draw: never reached in practice)
@@ -143,13 +153,29 @@ def generate_batch(run: LoadedRun, seeds: list[int], labels: torch.Tensor | None
         labels: for a conditional run, (B,) class indices or a (B, K) 0/1 matrix (multi-label); None gives
             sample ``s`` the class ``s mod K`` (multi-label: the training label combinations in turn).
     """
-    z = torch.stack([truncated_latent(run.family, run.cfg.model.params, torch.Generator().manual_seed(s),
-                                      run.truncation) for s in seeds]).to(run.device)
+    if run.conditional and labels is None:
+        labels = torch.cat([preview_labels(run.conditioning, 1, s) for s in seeds])
+    z = torch.stack([latent_code(run, s, None if labels is None or labels.ndim != 1 else int(labels[i]))
+                     for i, s in enumerate(seeds)]).to(run.device)
     if not run.conditional:
         return run.family.generate_images(run.nets, z)
-    if labels is None:
-        labels = torch.cat([preview_labels(run.conditioning, 1, s) for s in seeds])
     return run.family.generate_images(run.nets, z, labels.to(run.device))
+
+
+def latent_code(run: LoadedRun, seed: int, label: int | None = None) -> torch.Tensor:
+    """The latent code (latent_dim,) of sample ``seed``, from the run's prior (``run.prior``) and truncation.
+
+    ``standard``: :func:`truncated_latent`.  ``gmm`` (ex-post density estimation, Ghosh et al. 2020, Sec. 4):
+    the same eps, then a uniform u from the same generator picks the mixture component (of class ``label``
+    for a conditional run), ``z = mean_k + L_k eps`` (:mod:`synthmed.generate.prior`; truncation then bounds
+    eps in the component's own whitened coordinates).  Depends only on ``seed``.
+    """
+    g = torch.Generator().manual_seed(seed)
+    eps = truncated_latent(run.family, run.cfg.model.params, g, run.truncation)
+    prior = run_prior(run)
+    if prior is None:
+        return eps
+    return prior.draw(eps, float(torch.rand(1, generator=g)), label)
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
@@ -161,7 +187,8 @@ def sample(run_dir: str | Path, n: int | None, out: str | Path, seed: int = 0, b
            checkpoint: str | Path | None = None, device: str = "auto", overwrite: bool = False,
            progress: bool = True, labels: list[str | int] | None = None,
            labels_from: str | Path | None = None, ema: bool = True,
-           truncation: float | None | str = "config") -> Path:
+           truncation: float | None | str = "config", prior: str = "config",
+           prior_components: int | None = None, prior_data: str | Path | None = None) -> Path:
     """Generate ``n`` images from a run into ``out`` (NIfTI for 3D, PNG for 2D) with ``manifest.csv``.
 
     The folder appears complete or not at all (written to a temporary folder, then renamed).
@@ -174,9 +201,14 @@ def sample(run_dir: str | Path, n: int | None, out: str | Path, seed: int = 0, b
         ema: sample from the generator's weight average when the run has one (recorded in ``sample.json``).
         truncation: latent truncation threshold psi (:func:`truncated_latent`), None for none, or ``"config"``
             for the run's ``sample.truncation``; recorded in ``manifest.csv`` and ``sample.json``.
+        prior: ``standard`` (N(0, I)), ``gmm`` (:mod:`synthmed.generate.prior`, fitted once and cached in the run
+            folder) or ``"config"`` for the run's ``sample.prior``; recorded in ``manifest.csv`` and ``sample.json``.
+        prior_components: components of the ``gmm`` prior (None: the run's ``sample.prior_components``).
+        prior_data: the prepared folder the run trained on, when it has moved from the ``path`` in ``data.json``.
 
     Raises:
-        SynthmedError: labels for an unconditional run, unknown labels, a bad table.
+        SynthmedError: labels for an unconditional run, unknown labels, a bad table; ``gmm`` for a family
+            without a Gaussian posterior, or the training data gone.
     """
     if int(batch_size) < 1:
         raise DataError(f"--batch-size must be at least 1, got {batch_size}")
@@ -185,6 +217,13 @@ def sample(run_dir: str | Path, n: int | None, out: str | Path, seed: int = 0, b
     run = load_run(run_dir, checkpoint, device, ema=ema)
     if truncation != "config":
         run.truncation = check_truncation(truncation, "--truncation")
+    if prior != "config":
+        run.prior = prior
+    if prior_components is not None:
+        run.prior_components = int(prior_components)
+    run.prior_data = Path(prior_data) if prior_data else None
+    check_prior(run.prior, run.prior_components, run.family, "--prior")
+    run_prior(run)  # fit (or load) before the output folder is made, so a failure leaves nothing behind
     n, request = resolve_label_request(run, n, labels, labels_from)
     if n < 1:
         raise DataError(f"--n must be at least 1, got {n}")
@@ -228,7 +267,8 @@ def _write_samples(run: LoadedRun, n: int, tmp: Path, seed: int, batch_size: int
 def _write_manifest(run: LoadedRun, rows: list[dict[str, Any]], tmp: Path, seed: int, n: int) -> None:
     extra = {"model": run.cfg.model.name, "checkpoint": str(run.checkpoint.resolve()),
              "checkpoint_sha256": run.checkpoint_sha256, "step": run.step,
-             "truncation": "" if run.truncation is None else run.truncation}
+             "truncation": "" if run.truncation is None else run.truncation, "prior": run.prior,
+             "prior_components": run.prior_components if run.prior == "gmm" else ""}
     cols = ["file", "label", "label_name", *(["findings"] if run.conditioning.get("multi_label") else []), "seed", *extra]
     with naming_path(tmp / "manifest.csv"), open(tmp / "manifest.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=cols)
@@ -240,9 +280,20 @@ def _write_manifest(run: LoadedRun, rows: list[dict[str, Any]], tmp: Path, seed:
         "config": run.cfg.to_dict(), "spatial_dims": run.data["spatial_dims"], "shape": run.data["shape"],
         "affine": run.data["affine"], "spacing": run.data.get("spacing"), "trained_on": run.data.get("path"),
         "trained_on_sha256": run.data.get("images_sha256"), "conditioning": run.conditioning,
-        "label_counts": _label_counts(rows), "ema": run.ema,
+        "label_counts": _label_counts(rows), "ema": run.ema, "prior_components": extra["prior_components"] or None,
+        "prior_fit": _prior_record(run),
         "training_warnings": training_warnings(run.root) if run.root else [],
     })
+
+
+def _prior_record(run: LoadedRun) -> dict[str, Any] | None:
+    """What the ``gmm`` prior was fitted to, and its cache file (``sample.json``); None for ``standard``."""
+    from synthmed.generate.prior import cache_path
+
+    if run.prior == "standard" or run.latent_prior is None:
+        return None
+    path = cache_path(run, run.prior_components)
+    return {**run.latent_prior.meta, "cache": str(path) if path is not None else None}
 
 
 def training_warnings(run_dir: str | Path) -> list[dict[str, Any]]:

@@ -35,6 +35,10 @@ class ModelFamily(ABC):
     has_encoder: ClassVar[bool] = False
     #: the network that maps an image to a latent code, when ``has_encoder``.
     encoder_key: ClassVar[str] = "E"
+    #: whether ``encode`` is the mean of a Gaussian posterior q(z|x) trained against the prior N(0, I) (the
+    #: VAEs): such a family can be sampled from a density fitted ex post to its training codes
+    #: (``sample.prior: gmm``, Ghosh et al. 2020, Sec. 4; :mod:`synthmed.generate.prior`).
+    gaussian_posterior: ClassVar[bool] = False
 
     @abstractmethod
     def build(self, params: Any, spatial_dims: int, shape: tuple[int, ...]) -> dict[str, nn.Module]:

@@ -71,7 +71,7 @@ PREVIEW_SEED = 20_000
 RESUME_SAFE_KEYS = (
     "train.iterations", "train.log_every", "train.sample_every", "train.checkpoint_every", "train.n_preview",
     "train.device", "train.num_workers", "train.divergence_threshold", "train.guard_patience",
-    "train.fid_patience", "train.fid_min_iterations", "sample.truncation",
+    "train.fid_patience", "train.fid_min_iterations", "sample.truncation", "sample.prior", "sample.prior_components",
 )
 #: the subfolders of a run folder that training writes into (cleaned of stale temporaries on start)
 RUN_SUBFOLDERS = ("checkpoints", "samples", "logs")

@@ -208,6 +208,7 @@ class _VAEFamily(ConditionalFamily, ModelFamily):
     generator_key = "G"
     encoder_key = "E"
     has_encoder = True
+    gaussian_posterior = True
     default_conditioning: ClassVar[str] = "cvae"
     conditioning_methods: ClassVar[tuple[str, ...]] = VAE_METHODS
 
