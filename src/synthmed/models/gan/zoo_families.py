@@ -51,9 +51,11 @@ class DCGANParams(ConditionalParams):
 
 @dataclass
 class WGANGPParams(ConditionalParams):
-    """Shared by the WGAN-GP families: ``gp_weight`` lambda = 10 (Gulrajani et al. 2017), ``drift_weight``
-    0.001 (Karras et al. 2018), ``label_flip`` every ``label_flip_every``-th critic update (paper 003: 3),
-    ``minibatch_group`` of the minibatch standard deviation (4)."""
+    """Shared by the WGAN-GP families: ``gp_weight`` lambda = 10 (Gulrajani et al. 2017), taken every
+    ``gp_every``-th critic update with its value multiplied by ``gp_every`` (lazy regularisation, Karras
+    et al. 2020 Sec. 3.1; 1 = every update, as the papers), ``drift_weight`` 0.001 (Karras et al. 2018),
+    ``label_flip`` every ``label_flip_every``-th critic update (paper 003: 3), ``minibatch_group`` of the
+    minibatch standard deviation (4)."""
 
     latent_dim: int = 512
     base_channels: int = 128
@@ -61,6 +63,7 @@ class WGANGPParams(ConditionalParams):
     negative_slope: float = 0.2
     adversarial_loss: Literal["wgan"] = "wgan"
     gp_weight: float = 10.0
+    gp_every: int = 1
     drift_weight: float = 0.001
     label_flip: bool = False
     label_flip_every: int = 3
@@ -106,7 +109,7 @@ class _ZooFamily(ConditionalFamily, ModelFamily):
         for key in ("gp_weight", "drift_weight"):
             if getattr(params, key, 0) < 0:
                 raise ConfigError(f"config key 'model.{key}': expected a non-negative number, got {getattr(params, key)}")
-        for key in ("label_flip_every", "minibatch_group", "phase_images", "mapping_layers"):
+        for key in ("gp_every", "label_flip_every", "minibatch_group", "phase_images", "mapping_layers"):
             if hasattr(params, key):
                 _positive(params, key)
         return self.conditioning(params), self.generator_classes(params)
