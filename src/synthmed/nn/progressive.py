@@ -47,6 +47,11 @@ class EqualizedConv(nn.Module):
     ``y = conv(x, w * gain / sqrt(in * prod(kernel))) + b`` with ``w ~ N(0, 1)``, ``b = 0``;
     padding keeps the size for odd kernels (``padding=None``) unless given.
 
+    A convolution without padding whose kernel covers the whole input (the "conv over the whole start
+    shape" of the progressive discriminators' last block) is a dense layer on the flattened input; it is
+    computed as one, ``linear(flatten(x), flatten(w))`` (the same weights, output (B, out, 1, ...)):
+    on a CPU the convolution's backward pass over a 7x7 kernel is 5-6 times slower than the matrix product.
+
     Shape:
         (B, in, *S) -> (B, out, *S').
     """
@@ -62,7 +67,15 @@ class EqualizedConv(nn.Module):
         self.padding = tuple(s // 2 for s in k) if padding is None else padding
 
     def forward(self, x: Tensor) -> Tensor:
-        return _CONV[self.spatial_dims](x, self.weight * self.scale, self.bias, padding=self.padding)
+        w = self.weight * self.scale
+        if tuple(x.shape[2:]) == tuple(w.shape[2:]) and not any(_as_tuple(self.padding, self.spatial_dims)):
+            out = F.linear(x.flatten(1), w.flatten(1), self.bias)
+            return out.reshape(*out.shape, *([1] * self.spatial_dims))
+        return _CONV[self.spatial_dims](x, w, self.bias, padding=self.padding)
+
+
+def _as_tuple(v: int | Sequence[int], n: int) -> tuple[int, ...]:
+    return (v,) * n if isinstance(v, int) else tuple(v)
 
 
 class EqualizedLinear(nn.Module):

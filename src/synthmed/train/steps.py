@@ -6,7 +6,8 @@ stylegan2-ada's ``Loss.accumulate_gradients``.  Families name their step in ``Mo
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import torch
@@ -110,6 +111,23 @@ class Step:
             o.load_state_dict(state["opt"][k])
         self.scaler.load_state_dict(state["scaler"])
         self.iteration = int(state.get("iteration", 0))
+
+
+@contextmanager
+def frozen(net: nn.Module) -> Iterator[None]:
+    """``net``'s parameters do not require gradients inside the block (restored after it, also on error).
+
+    For the generator's update through the discriminator: the gradients reaching G are the same, and D's
+    weight gradients, which that update would discard, are not computed (StyleGAN2-ADA's training phases
+    set ``requires_grad`` the same way)."""
+    params = [q for q in net.parameters() if q.requires_grad]
+    for q in params:
+        q.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for q in params:
+            q.requires_grad_(True)
 
 
 def r1_penalty(logits: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:

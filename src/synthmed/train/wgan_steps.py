@@ -7,6 +7,20 @@
   (:class:`synthmed.train.steps.ConditionalStep`).  ``label_flip``: every ``label_flip_every``-th critic
   update swaps the real and synthetic terms (paper 003: "Once in three times, we flip the real /
   synthetic labels of the discriminator for robustness").
+
+  Lazy regularisation (``model.gp_every`` = k; Karras et al. 2020, "Analyzing and improving the image
+  quality of StyleGAN", Sec. 3.1 and Appendix B): the gradient penalty is computed on the critic updates
+  0, k, 2k, ... only (counted from the run's start, so a resumed run takes it on the same updates) and
+  multiplied by k there, so its weight per image seen is unchanged: the reported ``gp`` is
+  ``k E[(|grad D(x_hat)| - 1)^2]`` on those updates and 0 on the others, and the critic loss adds
+  ``lambda_GP x gp``.  k = 1 (the default and the papers' setting) is the penalty on every update.  The
+  penalty joins the main critic loss of its update rather than a separate optimiser step, so Adam's
+  hyperparameters need not be rescaled (StyleGAN2's ``c = k / (k + 1)`` corrects for the extra steps of
+  its separate regularisation pass, which this has not).  The penalty's double backward through D is the
+  most expensive part of a WGAN-GP iteration on a CPU (``docs/training_small_data.md``).
+
+  During the generator update D's weights do not require gradients (as StyleGAN2-ADA's training phases):
+  only G's gradients are taken, the same values without the discarded weight gradients of D.
 * ``progressive_wgan_gp`` (PGGAN, papers 003 and 004 S.2.1): the same, with the level and fade-in weight
   of both networks set from the number of real images shown so far
   (:func:`synthmed.models.gan.pggan.progressive_schedule`) and the real images blended as the
@@ -22,7 +36,7 @@ from torch import Tensor
 
 from synthmed.losses.adversarial import gradient_penalty
 from synthmed.models.gan.pggan import progressive_schedule
-from synthmed.train.steps import STEPS, ConditionalStep
+from synthmed.train.steps import STEPS, ConditionalStep, frozen
 
 
 @STEPS.register("wgan_gp")
@@ -45,6 +59,7 @@ class WGANGPStep(ConditionalStep):
         real = self.real_view(real)
         z = self.latent(real.shape[0])
         d = self.nets["D"]
+        gp_now = self.gp_due()
         self.critic_updates += 1
         flip = bool(p.label_flip) and self.critic_updates % p.label_flip_every == 0
         with self.amp():
@@ -54,11 +69,12 @@ class WGANGPStep(ConditionalStep):
             d_fake, c_fake = self.disc(d, x_fake, code)
             d_real32, d_fake32 = d_real.float(), d_fake.float()
             wdist = self.adv.d_loss(d_fake32, d_real32) if flip else self.adv.d_loss(d_real32, d_fake32)
-            gp = gradient_penalty(lambda x: self.disc(d, x, code)[0].float(), x_real, x_fake)
+            gp = (p.gp_every * gradient_penalty(lambda x: self.disc(d, x, code)[0].float(), x_real, x_fake)
+                  if gp_now else torch.zeros((), device=self.device))
             drift = d_real32.pow(2).mean()
             loss_d = wdist + p.gp_weight * gp + p.drift_weight * drift + self.d_class_loss([c_real], [c_fake], y)
         self.update(loss_d, ("D",))
-        with self.amp():
+        with self.amp(), frozen(self.raw["D"]):
             g_out, g_cls = self.disc(self.raw["D"], self.augment(fake), code)
             loss_cls = self.g_class_loss([g_cls], [fake], y)
             loss_g = self.adv.g_loss(g_out.float()) + loss_cls
@@ -68,6 +84,12 @@ class WGANGPStep(ConditionalStep):
         if y is not None:
             out["loss_g_class"] = loss_cls.detach()
         return out
+
+    def gp_due(self) -> bool:
+        """Whether the next critic update takes the gradient penalty: every ``model.gp_every``-th update,
+        from the first (lazy regularisation); never with ``model.gp_weight`` 0."""
+        p = self.params
+        return p.gp_weight > 0 and self.critic_updates % p.gp_every == 0
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "critic_updates": self.critic_updates}

@@ -56,9 +56,11 @@ class DCGANParams(ConditionalParams):
 
 @dataclass
 class WGANGPParams(ConditionalParams):
-    """Shared by the WGAN-GP families: ``gp_weight`` lambda = 10 (Gulrajani et al. 2017), ``drift_weight``
-    0.001 (Karras et al. 2018), ``label_flip`` every ``label_flip_every``-th critic update (paper 003: 3),
-    ``minibatch_group`` of the minibatch standard deviation (4)."""
+    """Shared by the WGAN-GP families: ``gp_weight`` lambda = 10 (Gulrajani et al. 2017), taken every
+    ``gp_every``-th critic update with its value multiplied by ``gp_every`` (lazy regularisation, Karras
+    et al. 2020 Sec. 3.1; 1 = every update, as the papers), ``drift_weight`` 0.001 (Karras et al. 2018),
+    ``label_flip`` every ``label_flip_every``-th critic update (paper 003: 3), ``minibatch_group`` of the
+    minibatch standard deviation (4)."""
 
     #: size of z (paper 004 S.2: 512)
     latent_dim: int = 512
@@ -72,6 +74,9 @@ class WGANGPParams(ConditionalParams):
     adversarial_loss: Literal["wgan"] = "wgan"
     #: lambda of the gradient penalty (Gulrajani et al. 2017: 10)
     gp_weight: float = 10.0
+    #: apply the gradient penalty every ``gp_every``-th critic update, multiplied by ``gp_every`` (lazy
+    #: regularisation, Karras et al. 2020 Sec. 3.1; 1 = every update, as the papers)
+    gp_every: int = 1
     #: weight of the drift term E[D(x)^2] that keeps critic outputs near 0 (Karras et al. 2018: 0.001)
     drift_weight: float = 0.001
     #: swap real and fake labels every ``label_flip_every``-th critic update (paper 003)
@@ -127,7 +132,7 @@ class _ZooFamily(ConditionalFamily, ModelFamily):
         for key in ("gp_weight", "drift_weight"):
             if getattr(params, key, 0) < 0:
                 raise ConfigError(f"config key 'model.{key}': expected a non-negative number, got {getattr(params, key)}")
-        for key in ("label_flip_every", "minibatch_group", "phase_images", "mapping_layers"):
+        for key in ("gp_every", "label_flip_every", "minibatch_group", "phase_images", "mapping_layers"):
             if hasattr(params, key):
                 _positive(params, key)
         return self.conditioning(params), self.generator_classes(params)
