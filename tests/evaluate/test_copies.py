@@ -34,16 +34,23 @@ def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def _brute_force(q: np.ndarray, r: np.ndarray, max_shift: int) -> tuple[np.ndarray, np.ndarray]:
-    """Best reference and max Pearson r over flips x shifts (edges repeated), with NumPy only."""
+    """Best reference and max Pearson r over flips x shifts, over the voxels the shifted image covers,
+    with NumPy only (written independently: explicit index arithmetic, no rolling)."""
     d = q.ndim - 2
     best_i, best_s = np.zeros(len(q), int), np.full(len(q), -np.inf)
     for a, x in enumerate(q[:, 0]):
-        pad = np.pad(x, max_shift, mode="edge")
+        n = x.shape
         for flips in itertools.product([False, True], repeat=d):
             for sh in itertools.product(range(-max_shift, max_shift + 1), repeat=d):
-                v = pad[tuple(slice(max_shift + o, max_shift + o + n) for o, n in zip(sh, x.shape))]
-                v = np.flip(v, [i for i in range(d) if flips[i]])
-                corr = [np.corrcoef(v.ravel(), y.ravel())[0, 1] for y in r[:, 0]]
+                # shifted[i] = x[i + sh] where 0 <= i + sh < n; then flipped
+                idx = np.indices(n)
+                src = [idx[ax] + sh[ax] for ax in range(d)]
+                valid = np.all([(s >= 0) & (s < n[ax]) for ax, s in enumerate(src)], axis=0)
+                shifted = np.full(n, np.nan)
+                shifted[valid] = x[tuple(np.clip(s, 0, n[ax] - 1)[valid] for ax, s in enumerate(src))]
+                v = np.flip(shifted, [i for i in range(d) if flips[i]])
+                keep = ~np.isnan(v)
+                corr = [np.corrcoef(v[keep], y[keep])[0, 1] for y in r[:, 0]]
                 j = int(np.argmax(corr))
                 if corr[j] > best_s[a]:
                     best_i[a], best_s[a] = j, corr[j]

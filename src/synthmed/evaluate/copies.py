@@ -8,7 +8,8 @@ that inspection into a test with a stated error rate:
    ``y`` is the maximum normalised cross-correlation (Pearson r over all voxels; Lewis 1995, "Fast
    normalized cross-correlation") between ``y`` and ``T(x)`` over every transform ``T`` in a small
    group: flips along any subset of the spatial axes and integer shifts of up to ``max_shift`` voxels per
-   axis (edge values repeated into the uncovered border). A copier's flips and small translations do not
+   axis, the correlation taken over the voxels the shifted image still covers (so whatever a copier
+   filled the uncovered border with does not matter). A copier's flips and small translations do not
    hide a copy, and the matching transform is reported. The distance is ``d = 1 - similarity``.
 2. **A score that blur cannot fake** (:func:`copy_score`): with ``d_1 <= d_2 <= ...`` the distances of
    ``x`` to its nearest training images, ``u(x) = (d_1 / d_2)^m``, where ``m`` is the local intrinsic
@@ -102,8 +103,8 @@ class SearchConfig:
 
 @dataclass(frozen=True)
 class Transform:
-    """``T(x) = flip(shift(x))``: shift by ``shift`` voxels (edges repeated), then flip along ``flip`` axes
-    (spatial axis numbers, 0-based)."""
+    """``T(x) = flip(shift(x))``: ``shift(x)[i] = x[i + shift]`` (defined where ``i + shift`` is inside the
+    image), then flip along the ``flip`` axes (spatial axis numbers, 0-based)."""
 
     flip: tuple[int, ...]
     shift: tuple[int, ...]
@@ -152,17 +153,47 @@ def _coarse(x: torch.Tensor) -> torch.Tensor:
     return pool(x, 2)
 
 
-def _transformed(x: torch.Tensor, ts: list[Transform], s: int) -> torch.Tensor:
-    """(b, 1, *spatial) -> (b, T, P): every transform of every image, rows normalised."""
-    b, spatial = x.shape[0], x.shape[2:]
-    padded = F.pad(x, [s] * 2 * len(spatial), mode="replicate") if s else x
-    out = torch.empty((b, len(ts), int(np.prod(spatial))), dtype=x.dtype, device=x.device)
+def _box(t: Transform, spatial: tuple[int, ...]) -> tuple[slice, ...]:
+    """Voxels of ``T(x)`` that come from inside ``x``: shift ``o`` keeps ``[max(0, -o), min(n, n - o))``
+    along an axis, and a flip mirrors that range (the same as the opposite shift)."""
+    out = []
+    for a, (o, n) in enumerate(zip(t.shift, spatial, strict=True)):
+        e = -o if a in t.flip else o
+        out.append(slice(max(0, -e), min(n, n - e)))
+    return tuple(out)
+
+
+def _transformed(x: torch.Tensor, ts: list[Transform]) -> torch.Tensor:
+    """(b, 1, *spatial) -> (b, T, P): every transform of every image, zero outside its overlap box and
+    centred, unit-norm inside it, so a dot product with an image is the numerator of their Pearson
+    correlation over that box."""
+    b, spatial = x.shape[0], tuple(x.shape[2:])
+    out = torch.zeros((b, len(ts), *spatial), dtype=x.dtype, device=x.device)
     for i, t in enumerate(ts):
-        v = padded[(..., *[slice(s + o, s + o + n) for o, n in zip(t.shift, spatial, strict=True)])]
+        v = torch.roll(x[:, 0], tuple(-o for o in t.shift), tuple(range(1, 1 + len(spatial))))
         if t.flip:
-            v = torch.flip(v, [2 + a for a in t.flip])
-        out[:, i] = v.reshape(b, -1)
-    return _normalise(out)
+            v = torch.flip(v, [1 + a for a in t.flip])
+        box = _box(t, spatial)
+        inside = v[(slice(None), *box)]
+        out[(slice(None), i, *box)] = _normalise(inside.reshape(b, -1).clone()).reshape(inside.shape)
+    return out.reshape(b, len(ts), -1)
+
+
+def _box_norms(r: torch.Tensor, ts: list[Transform]) -> torch.Tensor:
+    """(T, N): the centred norm of every reference image inside each transform's overlap box (the
+    denominator of the Pearson correlation; 1 where an image is constant there, so its correlation is 0)."""
+    spatial = tuple(r.shape[2:])
+    cache: dict[tuple[slice, ...], torch.Tensor] = {}
+    rows = []
+    for t in ts:
+        box = _box(t, spatial)
+        key = tuple((sl.start, sl.stop) for sl in box)
+        if key not in cache:
+            v = r[(slice(None), 0, *box)].reshape(r.shape[0], -1)
+            norm = (v - v.mean(dim=1, keepdim=True)).norm(dim=1)
+            cache[key] = torch.where(norm > 0, norm, torch.full_like(norm, torch.inf))
+        rows.append(cache[key])
+    return torch.stack(rows)
 
 
 @dataclass
@@ -206,13 +237,15 @@ def invariant_search(query: ArrayLike, ref: ArrayLike, cfg: SearchConfig | None 
     d = q.ndim - 2
     s = cfg.shift_for(d)
     ts = transforms(d, s, cfg.flips)
+    if min(q.shape[2:]) <= 2 * s:
+        raise ValueError(f"images of {min(q.shape[2:])} voxels a side are too small for shifts of up to {s} voxels")
     dev = torch.device(cfg.device)
-    refn = _normalise(r.reshape(r.shape[0], -1).clone()).to(dev)
+    rflat = r.reshape(r.shape[0], -1).to(dev)
+    norms = _box_norms(r, ts).to(dev)  # (T, N)
     c = None if cfg.candidates is None else min(max(k, cfg.candidates), n)
     flips = transforms(d, 0, cfg.flips)
     coarse_ref = _normalise(_coarse(r).reshape(r.shape[0], -1).clone()).to(dev) if c is not None else None
-    per_query = len(ts) * refn.shape[1] * 4
-    rows = max(1, cfg.block_bytes // per_query)
+    rows = max(1, cfg.block_bytes // (len(ts) * rflat.shape[1] * 4))
     idx_out = np.empty((q.shape[0], k), dtype=np.int64)
     sim_out = np.empty((q.shape[0], k))
     best_t: list[Transform] = []
@@ -222,16 +255,16 @@ def invariant_search(query: ArrayLike, ref: ArrayLike, cfg: SearchConfig | None 
             b = qb.shape[0]
             self_cols = torch.arange(start, start + b, device=dev)
             if c is None:
-                sims = torch.einsum("btp,np->btn", _transformed(qb, ts, s), refn)  # (b, T, N)
-                best, arg_t = sims.max(dim=1)  # (b, N)
-                cols = torch.arange(refn.shape[0], device=dev).expand(b, -1)
+                sims = torch.einsum("btp,np->btn", _transformed(qb, ts), rflat) / norms  # (b, T, N)
+                cols = torch.arange(rflat.shape[0], device=dev).expand(b, -1)
             else:
-                coarse = torch.einsum("btp,np->btn", _transformed(_coarse(qb), flips, 0), coarse_ref).amax(dim=1)
+                coarse = torch.einsum("btp,np->btn", _transformed(_coarse(qb), flips), coarse_ref).amax(dim=1)
                 if exclude_self:
                     coarse[torch.arange(b), self_cols] = -torch.inf
                 cols = coarse.topk(c, dim=1).indices  # (b, c)
-                sims = torch.bmm(_transformed(qb, ts, s), refn[cols].transpose(1, 2))  # (b, T, c)
-                best, arg_t = sims.max(dim=1)  # (b, c)
+                sims = torch.bmm(_transformed(qb, ts), rflat[cols].transpose(1, 2))  # (b, T, c)
+                sims /= norms[:, cols].permute(1, 0, 2)
+            best, arg_t = sims.max(dim=1)  # (b, N or c)
             if exclude_self:
                 best = best.masked_fill(cols == self_cols[:, None], -torch.inf)
             top, pos = best.topk(k, dim=1)
@@ -333,8 +366,9 @@ class CopyAuditor:
     def _search(self, x: torch.Tensor) -> SearchResult:
         return invariant_search(x, self.train, self.cfg, k=self.k + 1)
 
-    def add(self, synthetic: ArrayLike, ids: list[str] | None = None) -> None:
-        """Audit a batch of synthetic samples (``ids``: their names, default their running numbers)."""
+    def add(self, synthetic: ArrayLike, ids: list[str] | None = None) -> np.ndarray:
+        """Audit a batch of synthetic samples (``ids``: their names, default their running numbers); returns
+        their scores ``u`` (M,)."""
         x = _images(synthetic, "synthetic")
         if x.shape[1:] != self.train.shape[1:]:
             raise ValueError(f"synthetic images have shape {tuple(x.shape[1:])}, the training images "
@@ -347,6 +381,7 @@ class CopyAuditor:
         u, m = copy_score(r.similarity)
         self._parts.append({"id": names, "score": u, "dimension": m, "similarity": r.similarity[:, 0],
                             "nearest_train": r.indices[:, 0], "transform": r.transform})
+        return u
 
     def _cat(self, key: str) -> np.ndarray:
         return np.concatenate([np.asarray(p[key]) for p in self._parts]) if self._parts else np.zeros(0)
@@ -377,7 +412,7 @@ class CopyAuditor:
         shift = self.cfg.shift_for(d)
         return {
             "rule": (f"a sample is a near-copy when it is identical to a training image up to a flip or shift, or when "
-                     f"its score (d1/d2)^m is below both the {self.rank}. smallest score of the {len(cal)} held-out real "
+                     f"its score (d1/d2)^m is below both the {_ordinal(self.rank)}smallest score of the {len(cal)} held-out real "
                      f"images and {self.alpha:g}; d1, d2 = 1 - similarity to its nearest and second-nearest training image, m = local "
                      f"dimension estimated from its {self.k} next neighbours; similarity = maximum normalised "
                      f"cross-correlation over {'flips and ' if self.cfg.flips else ''}shifts of up to {shift} voxel(s)"),
@@ -394,6 +429,14 @@ class CopyAuditor:
             "score": u, "p_value": p, "dimension": self._cat("dimension"), "similarity": sim, "nearest_train": nearest,
             "transforms": [t.describe() for t in ts],
         }
+
+
+def _ordinal(r: int) -> str:
+    """'' for 1 (\"the smallest\"), else '2nd ', '3rd ', '11th ' ..."""
+    if r == 1:
+        return ""
+    suffix = "th" if 10 <= r % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(r % 10, "th")
+    return f"{r}{suffix} "
 
 
 def _half_split_fpr(calibration: np.ndarray, alpha: float, rng: np.random.Generator) -> dict[str, Any]:

@@ -131,8 +131,9 @@ def peak_memory_mb() -> float:
 
 @dataclass
 class Source:
-    """One synthetic source: its name, its first set (kept for image metrics, privacy and figures),
-    the features of all of its sets and their labels (None for an unlabelled set)."""
+    """One synthetic source: its name, its first set (kept for image metrics and figures), the features
+    of all of its sets and their labels (None for an unlabelled set), how many images it held and how many
+    of them no whole set could take (audited for privacy all the same), and its privacy analyses."""
 
     name: str
     path: Path
@@ -140,6 +141,9 @@ class Source:
     features: list[np.ndarray]
     set_sizes: list[int]
     labels: list[np.ndarray | None] = field(default_factory=list)
+    n_images: int = 0
+    n_dropped: int = 0
+    privacy: Any = None
 
 
 def _run_default_labels(path: Path, ds: PreparedDataset) -> Any:
@@ -163,8 +167,10 @@ def _run_default_labels(path: Path, ds: PreparedDataset) -> Any:
 
 
 def _source_sets(path: Path, n_sets: int, set_size: int, opts: EvaluateOptions,
-                 ds: PreparedDataset | None = None) -> Iterator[SyntheticSet]:
-    """The synthetic sets of one source, one at a time (at most one set is held in memory)."""
+                 ds: PreparedDataset | None = None) -> Iterator[tuple[SyntheticSet, bool]]:
+    """The synthetic sets of one source, one at a time (at most one set is held in memory), each with
+    whether it is a whole set for the fidelity metrics: the images of a sampled folder that no whole set
+    takes come last, marked False (they are audited for privacy, not compared)."""
     if is_run_folder(path):
         labeller = _run_default_labels(path, ds) if ds is not None else None
         for k in range(n_sets):
@@ -172,7 +178,7 @@ def _source_sets(path: Path, n_sets: int, set_size: int, opts: EvaluateOptions,
                            batch_size=opts.batch_size)
             if labeller is not None and s.labels is None and s.provenance.get("seeds"):
                 s = dataclasses.replace(s, labels=labeller(s.provenance["seeds"]))
-            yield s
+            yield s, True
         return
     whole = load_sampled_folder(path)
     m = len(whole.images)
@@ -180,11 +186,14 @@ def _source_sets(path: Path, n_sets: int, set_size: int, opts: EvaluateOptions,
     size = set_size if m >= set_size else m
     if m < set_size:
         log.warning("%s holds %d images, fewer than the %d real ones: one smaller set", path, m, set_size)
-    for k in range(n):
-        sl = slice(k * size, (k + 1) * size)
+    for k in range(n + 1):
+        sl = slice(k * size, (k + 1) * size if k < n else m)
+        if sl.start >= m:
+            break
         labels = None if whole.labels is None else whole.labels[sl]
-        yield SyntheticSet(whole.images[sl], labels, {**whole.provenance, "set": k, "n": size},
-                           whole.train_subject_ids)
+        ids = None if whole.ids is None else whole.ids[sl]
+        yield SyntheticSet(whole.images[sl], labels, {**whole.provenance, "set": k, "n": sl.stop - sl.start},
+                           whole.train_subject_ids, ids), k < n
 
 
 def _check_shape(ds: PreparedDataset, s: SyntheticSet, path: Path) -> None:
@@ -194,75 +203,43 @@ def _check_shape(ds: PreparedDataset, s: SyntheticSet, path: Path) -> None:
                         f"{ds.root} has {want}; sample at the prepared size")
 
 
-def _train_holdout(ds: PreparedDataset, first: SyntheticSet) -> tuple[np.ndarray, np.ndarray, str]:
-    """Rows the generator was trained on, rows it never saw, and where that came from."""
-    ids = ds.subject_ids
-    if first.train_subject_ids:
-        seen = set(first.train_subject_ids)
-        unknown = seen - set(ids)
-        if unknown:
-            raise DataError(f"{ds.root}: the run was trained on subjects this dataset does not have "
-                            f"(e.g. {sorted(unknown)[:3]}); evaluate against the dataset it was trained on")
-        train = np.array([i for i, s in enumerate(ids) if s in seen], dtype=np.int64)
-        hold = np.array([i for i, s in enumerate(ids) if s not in seen], dtype=np.int64)
-        return train, hold, "the run's training subjects (data.json) vs every other subject"
-    if ds.splits is not None:
-        return ds.indices("trainval"), ds.indices("test"), "prepared splits: trainval vs test"
-    return np.arange(0), np.arange(0), "no split and no run: cannot tell training from held-out subjects"
+def _load_source(name: str, path: Path, ds: PreparedDataset, extractor: Any, real_all: np.ndarray, set_size: int,
+                 out: Path, opts: EvaluateOptions, stage: Stages) -> Source:
+    """Every set of one source: features of each (cached), and every sample audited for privacy."""
+    from synthmed.evaluate.privacy_report import PrivacyStream
 
-
-def _privacy(name: str, ds: PreparedDataset, src: Source, real_feats_all: np.ndarray, out: Path,
-             opts: EvaluateOptions) -> tuple[list[Any], dict[str, Any]]:
-    from synthmed.evaluate.privacy import (
-        SSIMConfig,
-        dcr_analysis,
-        membership_inference_auc,
-        nearest_neighbour_figure,
-    )
-    from synthmed.evaluate.privacy import nearest_neighbours as nn_search
-
-    train_rows, hold_rows, how = _train_holdout(ds, src.first)
-    if len(train_rows) == 0 or len(hold_rows) < 2:
-        return [Text(f"Privacy not assessed: {how}" if len(train_rows) == 0 else
-                     f"Privacy not assessed: {len(hold_rows)} held-out subject(s); need at least 2 ({how}).")], \
-            {"skipped": how}
-    syn = src.first.images
-    train_img = np.asarray(ds.images[train_rows], dtype=np.float32)
-    hold_img = np.asarray(ds.images[hold_rows], dtype=np.float32)
-    feats = src.features[0]
-    rows, result = [], {"train_vs_holdout": how, "n_train": len(train_rows), "n_holdout": len(hold_rows)}
-    spaces = [("pixel (L2)", syn, train_img, hold_img, "l2"),
-              ("features (cosine)", feats, real_feats_all[train_rows], real_feats_all[hold_rows], "cosine")]
-    for space, s, t, h, metric in spaces:
-        dcr = dcr_analysis(s, t, h, metric=metric)
-        mia = membership_inference_auc(t, h, s, metric=metric)
-        rows.append([space, dcr["median_synthetic"], dcr["median_holdout"], dcr["ratio"], dcr["p_value"],
-                     len(dcr["flagged"]), mia["auc"], mia["p_value"]])
-        result[space] = {**{k: v for k, v in dcr.items() if k not in ("synthetic_dcr", "holdout_dcr", "nearest_train")},
-                         "membership_inference": mia}
-        if metric == "l2":
-            pix = dcr
-    blocks: list[Any] = [
-        Table(["space", "median DCR synthetic", "median DCR held-out", "ratio", "p (synthetic closer)",
-               "flagged", "MIA AUC", "MIA p"], rows,
-              caption=f"Distance to closest training record: {len(syn)} synthetic and {len(hold_rows)} held-out "
-                      f"real vs {len(train_rows)} training subjects ({how}). Ratio ~1 and AUC ~0.5 mean no sign "
-                      "of memorisation; flagged = synthetic DCR below the held-out 5th percentile.")]
-    nq = min(opts.ssim_queries, len(syn))
-    if nq > 0 and min(ds.shape) >= 11:
-        q = np.argsort(pix["synthetic_dcr"], kind="stable")[:nq]  # the closest ones: likeliest copies
-        cfg = SSIMConfig(candidates=min(opts.ssim_candidates, len(train_rows)))
-        idx, dist = nn_search(syn[q], train_img, metric="ssim", ssim=cfg)
-        result["ssim_nearest"] = {"queries": q.tolist(), "train_rows": train_rows[idx[:, 0]].tolist(),
-                                  "ssim": (1 - dist[:, 0]).tolist()}
-        blocks.append(Text(f"SSIM with the nearest training image for the {nq} synthetic samples closest in "
-                           f"pixel space (each re-ranked among its {cfg.candidates} L2-nearest): max "
-                           f"{float(np.max(1 - dist[:, 0])):.3f}, median {float(np.median(1 - dist[:, 0])):.3f}."))
-    fig = nearest_neighbour_figure(syn, train_img, pix["nearest_train"], out / "figures" / figure_file(name, "nearest"),
-                                   distances=pix["synthetic_dcr"])
-    blocks.append(Figure(fig, caption="Synthetic samples closest to a training image (left) beside that "
-                                      "training image (right), pixel L2; the most likely copies are shown."))
-    return blocks, result
+    src: Source | None = None
+    sets = _source_sets(path, opts.n_sets, set_size, opts, ds)
+    while True:
+        with stage("synthetic sets (load or generate)"):
+            s, whole = next(sets, (None, False))
+            if s is not None:
+                _check_shape(ds, s, path)
+        if s is None:
+            break
+        with stage("features: synthetic"):
+            f = cached_features(extractor, s.images, out / "features", dataset_key=f"{name}-{array_sha256(s.images)[:24]}",
+                                batch_size=opts.batch_size, device=opts.device, progress=opts.progress)
+        if src is None:
+            src = Source(name, path, s, [], [])
+            if opts.privacy:
+                with stage("privacy"):
+                    src.privacy = PrivacyStream(ds, s, real_all, device=opts.device)
+        if whole:
+            src.features.append(f)
+            src.set_sizes.append(len(s.images))
+            src.labels.append(s.labels)
+        else:
+            src.n_dropped += len(s.images)
+        src.n_images += len(s.images)
+        if src.privacy is not None:
+            with stage("privacy"):
+                src.privacy.add(s, f)
+    assert src is not None
+    if src.n_dropped:
+        log.warning("%s: %d of its %d images form no whole set of %d: audited for privacy, not in the fidelity "
+                    "metrics", path, src.n_dropped, src.n_images, set_size)
+    return src
 
 
 def _metric_cells(rows: list[dict[str, Any]], metrics: list[str]) -> list[Any]:
@@ -423,27 +400,8 @@ def _evaluate(real: str | Path, synthetic: str | Path | Sequence[str | Path], ou
                                    batch_size=opts.batch_size, device=opts.device, progress=opts.progress)
         real_feats = real_all[rows]
 
-    sources: list[Source] = []
-    for name, path in zip(src_names, paths, strict=True):
-        feats, sizes, first, set_labels = [], [], None, []
-        sets = _source_sets(path, opts.n_sets, set_size, opts, ds)
-        while True:
-            with stage("synthetic sets (load or generate)"):
-                s = next(sets, None)
-                if s is not None:
-                    _check_shape(ds, s, path)
-            if s is None:
-                break
-            with stage("features: synthetic"):
-                feats.append(cached_features(extractor, s.images, out / "features",
-                                             dataset_key=f"{name}-{array_sha256(s.images)[:24]}",
-                                             batch_size=opts.batch_size, device=opts.device, progress=opts.progress))
-            sizes.append(len(s.images))
-            set_labels.append(s.labels)
-            if first is None:
-                first = s
-        assert first is not None
-        sources.append(Source(name, path, first, feats, sizes, set_labels))
+    sources = [_load_source(name, path, ds, extractor, real_all, set_size, out, opts, stage)
+               for name, path in zip(src_names, paths, strict=True)]
 
     report = Report("synthmed evaluation: " + ", ".join(src_names))
     results: dict[str, Any] = {"real": {"path": str(ds.root.resolve()), "split": opts.split, "n": len(rows),
@@ -451,7 +409,9 @@ def _evaluate(real: str | Path, synthetic: str | Path | Sequence[str | Path], ou
                                "feature_space": space, "sources": {}}
     report.add("Setup", KeyValues({
         "real data": f"{ds.root.resolve()} (split {opts.split}, {len(rows)} images, shape {tuple(ds.shape)})",
-        **{f"synthetic: {s.name}": f"{s.path.resolve()} ({len(s.features)} set(s) of {s.set_sizes[0]}; "
+        **{f"synthetic: {s.name}": f"{s.path.resolve()} ({len(s.features)} set(s) of {s.set_sizes[0]}"
+                                   + (f", {s.n_dropped} of {s.n_images} images in no whole set (audited for privacy, "
+                                      "not compared)" if s.n_dropped else "") + "; "
                                    f"{s.first.provenance.get('kind', '')}, model {s.first.provenance.get('model')}, "
                                    f"checkpoint {str(s.first.provenance.get('checkpoint_sha256'))[:16]})"
            for s in sources},
@@ -463,7 +423,8 @@ def _evaluate(real: str | Path, synthetic: str | Path | Sequence[str | Path], ou
         rows_by_source = {s.name: feature_metric_rows(real_feats, s.features, fo) for s in sources}
         for s in sources:
             results["sources"][s.name] = {"path": str(s.path.resolve()), "provenance": s.first.provenance,
-                                          "set_sizes": s.set_sizes, "feature_metrics": rows_by_source[s.name]}
+                                          "set_sizes": s.set_sizes, "n_images": s.n_images,
+                                          "n_dropped": s.n_dropped, "feature_metrics": rows_by_source[s.name]}
         notes = sorted({r["note"] for rs in rows_by_source.values() for r in rs if r.get("note")})
         report.add("Fidelity and diversity in feature space", _feature_table(rows_by_source), Text(
             f"Feature space: {space['name']} ({space['feature_dim']}-d, weights "
@@ -496,7 +457,8 @@ def _evaluate(real: str | Path, synthetic: str | Path | Sequence[str | Path], ou
     if opts.privacy:
         with stage("privacy"):
             for s in sources:
-                blocks, res = _privacy(s.name, ds, s, real_all, out, opts)
+                blocks, res = s.privacy.section(out / "figures" / figure_file(s.name, "nearest"), opts.ssim_queries,
+                                                opts.ssim_candidates)
                 report.add(f"Privacy: {s.name} (paper 004, S.6)", *blocks)
                 results["sources"][s.name]["privacy"] = res
 

@@ -205,6 +205,7 @@ def _write_manifest(run: LoadedRun, rows: list[dict[str, Any]], tmp: Path, seed:
         "affine": run.data["affine"], "spacing": run.data.get("spacing"), "trained_on": run.data.get("path"),
         "trained_on_sha256": run.data.get("images_sha256"), "conditioning": run.conditioning,
         "label_counts": _label_counts(rows), "ema": run.ema,
+        "run": str(run.root.resolve()) if run.root else None,
         "training_warnings": training_warnings(run.root) if run.root else [],
     })
 
