@@ -23,8 +23,8 @@ TINY = ["model.latent_dim=16", "model.base_channels=4", "model.max_channels=8", 
 
 
 def _opts(**kw) -> EvaluateOptions:
-    base = dict(n_sets=3, fidelity=FidelityOptions(extractor_iterations=10), progress=False, screenshot=False,
-                ssim_queries=4)
+    base = dict(n_sets=3, fidelity=FidelityOptions(extractor_iterations=10, n_boot=25), progress=False,
+                screenshot=False, ssim_queries=4, split="all")
     base.update(kw)
     return EvaluateOptions(**base)
 
@@ -144,9 +144,17 @@ def test_every_sample_is_audited_and_planted_copies_are_found(tmp_path: Path) ->
             write_nifti(np.asarray(im[0], np.float32), ds.affine, folder / f"synthetic_{k:05d}.nii.gz")
             w.writerow([f"synthetic_{k:05d}.nii.gz", k])
     (folder / "sample.json").write_text(json.dumps({"run": str(run), "model": "sngan"}), encoding="utf-8")
-    html = evaluate(prep, folder, tmp_path / "rep", _opts(n_sets=5, set_size=9, embeddings=(), image_metrics=False,
-                                                         split="test", ssim_queries=2))
-    res = _metrics(html.parent)["results"]["sources"]["s"]
+    # the default reference (no split given): the test split, with the floor beside it
+    opts = EvaluateOptions(n_sets=5, set_size=9, embeddings=(), image_metrics=False, ssim_queries=2, progress=False,
+                           screenshot=False, fidelity=FidelityOptions(extractor_iterations=10, n_boot=25))
+    html = evaluate(prep, folder, tmp_path / "rep", opts)
+    m = _metrics(html.parent)
+    assert m["results"]["real"]["split"] == "test" and m["results"]["real"]["n"] == 16
+    table = next(b for s in m["sections"] if s["title"].startswith("Fidelity") for b in s["blocks"] if b["type"] == "table")
+    assert [r[0] for r in table["rows"]] == ["floor: real trainval", "s"]
+    floor = {r["metric"]: r for r in m["results"]["floor"]["feature_metrics"]}
+    assert floor["fid"]["n_sets"] == 5 and floor["mmd_rbf"]["bandwidth"] == _feature(m, "s", "mmd_rbf")["bandwidth"]
+    res = m["results"]["sources"]["s"]
     assert res["set_sizes"] == [9, 9] and res["n_images"] == 20 and res["n_dropped"] == 2
     priv = res["privacy"]
     assert priv["train_vs_holdout"].startswith("the run's training subjects") and priv["n_train"] == 36
@@ -226,7 +234,7 @@ def test_cli_evaluate_and_errors(prep: Path, run: Path, tmp_path: Path, capsys) 
 
     p2 = make_tiny_prepared(tmp_path / "p2", 2, 16, 8)
     rc = main(["evaluate", "--real", str(p2), "--synthetic", str(run), "--out", str(tmp_path / "y"),
-               "--extractor-iterations", "5", "--no-progress"])
+               "--extractor-iterations", "5", "--no-progress", "--split", "all"])
     err = capsys.readouterr().err
     assert rc == 2 and "synthetic images have shape (1, 16, 16, 16)" in err and "(1, 16, 16)" in err
     assert not (tmp_path / "y" / "report.html").exists()

@@ -11,21 +11,24 @@ disk, pictures embedded) and ``metrics.json`` into the output folder.  The stage
 3. the feature extractor (``indomain-ae`` trained on the training split when no weights are given,
    or MedicalNet / Inception / VGG / ``planes:`` 2.5D with local weights);
 4. features of every set (real features cached per dataset hash and extractor);
-5. FID, KID, MMD (RBF and linear), precision/recall, density/coverage with t-based 95% CIs
-   (:mod:`synthmed.evaluate.fidelity`), and paper 002 Sec. 3.3 image-space metrics; when the real
+5. FID, KID, MMD (RBF with one kernel width from the real features), precision/recall,
+   density/coverage with bootstrap 95% intervals over real and synthetic images together
+   (:mod:`synthmed.evaluate.fidelity`), beside the floor (real trainval images against the real test
+   split), and paper 002 Sec. 3.3 image-space metrics; when the real
    rows and a source's sets carry labels (a sampled folder with a ``label`` column, or a conditional
    run folder whose classes match the real data's), the same feature metrics per class as well
    (paper 000 Fig. 4), ``results["sources"][NAME]["per_class_feature_metrics"]``;
-6. privacy (paper 004 S.6): nearest training neighbours in pixel, SSIM and feature space, DCR of
-   synthetic vs held-out real, membership-inference AUC, and a nearest-neighbour picture;
+6. privacy (paper 004 S.6, :mod:`synthmed.evaluate.privacy_report`): every sample of every set audited
+   for near-copies of training images under flips and shifts, the fraction flagged as the headline, the
+   flagged samples pictured beside their training images; DCR and membership inference second;
 7. PCA (paper 000 Figs. S7/S8) and MDS (paper 001 Fig. 4) of real and synthetic features per class;
 8. slice grids (paper 000 axial slices 16..48 of 64, and the three planes), training curves of a run;
 9. the report, and a headless-Chromium screenshot of it when Chromium is installed.
 
-The real set for fidelity defaults to the whole cohort (``split="all"``), as paper 000 compares each
-model with all 193 subjects.  Privacy always uses the generator's own training subjects (from the
-run's ``data.json``) against the real subjects it never saw (the test split), independent of
-``split``.
+The real set for fidelity defaults to the test split (``split="test"``): paper 000 compared each model
+with all 193 subjects, but a reference holding the training images ranks a source that copies them
+first.  Privacy always uses the generator's own training subjects (from the run's ``data.json``, also for
+a sampled folder whose run is found) against every subject it never saw, independent of ``split``.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from synthmed.evaluate.fidelity import FidelityOptions, feature_metric_rows, ima
 from synthmed.evaluate.synthetic import SyntheticSet, is_run_folder, load_sampled_folder, sample_run
 from synthmed.features.cache import array_sha256, cached_features
 from synthmed.io_utils import folder_lock, link_tree, staged_contents
+from synthmed.metrics.feature import median_heuristic
 from synthmed.report.html import Estimate, Figure, KeyValues, Report, Table, Text
 
 log = logging.getLogger(__name__)
@@ -65,7 +69,9 @@ class EvaluateOptions:
     """Settings of :func:`evaluate`.
 
     Attributes:
-        split: real rows for fidelity: ``all`` (default, as paper 000), ``trainval``, ``test``, ``train``, ``val``.
+        split: real rows for fidelity: ``test`` (default: images no generator trained on; a dataset without
+            a split file falls back to ``all``), ``all`` (as paper 000: the reference then holds the
+            training images, and a source that copies them ranks first), ``trainval``, ``train``, ``val``.
         fold: fold for ``train``/``val``.
         n_sets: synthetic sets drawn from a run folder (paper 000: 10).
         set_size: images per synthetic set (default: the number of real images, as paper 000).
@@ -84,7 +90,7 @@ class EvaluateOptions:
         device, seed, batch_size, progress: as everywhere.
     """
 
-    split: str = "all"
+    split: str = "test"
     fold: int = 0
     n_sets: int = 10
     set_size: int | None = None
@@ -242,6 +248,52 @@ def _load_source(name: str, path: Path, ds: PreparedDataset, extractor: Any, rea
     return src
 
 
+#: the name of the floor's row in the fidelity table
+FLOOR = "floor: real trainval"
+
+
+def _floor(ds: PreparedDataset, split: str, real_all: np.ndarray, real_feats: np.ndarray, set_size: int,
+           fo: FidelityOptions, bandwidth: float, opts: EvaluateOptions,
+           results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """What "as good as real" looks like (DESIGN.md Sec. 9): seeded random subsets of the real trainval
+    images, the synthetic sets' size, against the same real test features, with the same kernel; only
+    when the reference is the test split."""
+    from synthmed.reference import floor_subsets
+
+    if split != "test":
+        return {}
+    trainval = ds.indices("trainval")
+    if len(trainval) < max(fo.k_pr, fo.k_dc) + 1:
+        return {}
+    subsets = floor_subsets(trainval, set_size, max(1, opts.n_sets), opts.seed)
+    rows = feature_metric_rows(real_feats, [real_all[r] for r in subsets], fo, bandwidth)
+    results["floor"] = {"what": f"{len(subsets)} seeded random subsets of {len(subsets[0])} real trainval images "
+                                "against the same real test features", "feature_metrics": rows}
+    return {FLOOR: rows}
+
+
+def _fidelity_caption(space: dict[str, Any], fo: FidelityOptions, split: str, floor: dict[str, Any],
+                      rows_by_source: dict[str, list[dict[str, Any]]]) -> str:
+    from synthmed.evaluate.fidelity import PRECISION_CAVEAT
+
+    notes = sorted({r["note"] for rs in rows_by_source.values() for r in rs if r.get("note")})
+    n_boot = next(iter(rows_by_source.values()))[0]["n_boot"]
+    ref = ("Reference: the real test split (images no generator trained on); first row, the floor: real trainval "
+           "images against it at the synthetic sets' size, what 'as good as real' reads here." if floor else
+           f"Reference: the real {split!r} images" + (" (it contains the training images, so a source that copies "
+                                                      "them ranks first; the default --split test avoids this)."
+                                                      if split in ("all", "trainval", "train") else "."))
+    return (f"Feature space: {space['name']} ({space['feature_dim']}-d, weights {str(space['weights_sha256'])[:16]}). "
+            f"{ref} Each value is the mean over synthetic sets (paper 000: ten sets the size of the real set), with a "
+            f"95% interval from {n_boot} bootstrap replicates resampling the real and the synthetic images together "
+            f"(exists with one set; clipped to each metric's range). Rank by KID (unbiased MMD^2 with a cubic "
+            f"polynomial kernel, Bińkowski et al. 2018, averaged over 100 subsets): FID is biased upwards at small "
+            f"sample sizes and can rank a noisy set above a clean one. MMD RBF: one kernel width for every row, the "
+            f"median distance between real features. Precision/recall k = {fo.k_pr} (Kynkäänniemi et al.), "
+            f"density/coverage k = {fo.k_dc} (Naeem et al.). {PRECISION_CAVEAT}." +
+            "".join(f" FID: {n}." for n in notes))
+
+
 def _metric_cells(rows: list[dict[str, Any]], metrics: list[str]) -> list[Any]:
     by = {r["metric"]: r for r in rows}
     cells: list[Any] = [by[metrics[0]]["n_sets"]]
@@ -375,18 +427,22 @@ def _evaluate(real: str | Path, synthetic: str | Path | Sequence[str | Path], ou
 
     with stage("load real"):
         ds = load_prepared(real)
-        rows = ds.indices(opts.split, opts.fold)
+        split = opts.split if opts.split == "all" or ds.splits is not None else "all"
+        if split != opts.split:
+            log.warning("%s has no split file: comparing with all %d images, training images included", ds.root,
+                        len(ds))
+        rows = ds.indices(split, opts.fold)
         if opts.max_real is not None and len(rows) > opts.max_real:
             rows = np.sort(np.random.default_rng(opts.seed).choice(rows, opts.max_real, replace=False))
         if len(rows) < 2:
-            raise DataError(f"{ds.root}: split {opts.split!r} has {len(rows)} image(s); need at least 2")
+            raise DataError(f"{ds.root}: split {split!r} has {len(rows)} image(s); need at least 2")
         real_img = np.asarray(ds.images[rows], dtype=np.float32)
         labels_all = ds.labels
         real_labels = None if labels_all is None else labels_all[rows]
         set_size = opts.set_size or len(rows)
         need = max(fo.k_pr, fo.k_dc) + 1
         if min(len(rows), set_size) < need:
-            raise DataError(f"{ds.root}: {min(len(rows), set_size)} images in the real split {opts.split!r} or per "
+            raise DataError(f"{ds.root}: {min(len(rows), set_size)} images in the real split {split!r} or per "
                             f"synthetic set; precision/recall (k={fo.k_pr}) and density/coverage (k={fo.k_dc}) "
                             f"need at least {need} in each")
 
@@ -404,11 +460,11 @@ def _evaluate(real: str | Path, synthetic: str | Path | Sequence[str | Path], ou
                for name, path in zip(src_names, paths, strict=True)]
 
     report = Report("synthmed evaluation: " + ", ".join(src_names))
-    results: dict[str, Any] = {"real": {"path": str(ds.root.resolve()), "split": opts.split, "n": len(rows),
+    results: dict[str, Any] = {"real": {"path": str(ds.root.resolve()), "split": split, "n": len(rows),
                                         "shape": list(ds.shape)},
                                "feature_space": space, "sources": {}}
     report.add("Setup", KeyValues({
-        "real data": f"{ds.root.resolve()} (split {opts.split}, {len(rows)} images, shape {tuple(ds.shape)})",
+        "real data": f"{ds.root.resolve()} (split {split}, {len(rows)} images, shape {tuple(ds.shape)})",
         **{f"synthetic: {s.name}": f"{s.path.resolve()} ({len(s.features)} set(s) of {s.set_sizes[0]}"
                                    + (f", {s.n_dropped} of {s.n_images} images in no whole set (audited for privacy, "
                                       "not compared)" if s.n_dropped else "") + "; "
@@ -420,18 +476,15 @@ def _evaluate(real: str | Path, synthetic: str | Path | Sequence[str | Path], ou
     _add_training_warnings(report, sources)
 
     with stage("feature metrics"):
-        rows_by_source = {s.name: feature_metric_rows(real_feats, s.features, fo) for s in sources}
+        bandwidth = median_heuristic(real_feats, seed=opts.seed)  # one RBF kernel for every source and the floor
+        rows_by_source = {s.name: feature_metric_rows(real_feats, s.features, fo, bandwidth) for s in sources}
         for s in sources:
             results["sources"][s.name] = {"path": str(s.path.resolve()), "provenance": s.first.provenance,
                                           "set_sizes": s.set_sizes, "n_images": s.n_images,
                                           "n_dropped": s.n_dropped, "feature_metrics": rows_by_source[s.name]}
-        notes = sorted({r["note"] for rs in rows_by_source.values() for r in rs if r.get("note")})
-        report.add("Fidelity and diversity in feature space", _feature_table(rows_by_source), Text(
-            f"Feature space: {space['name']} ({space['feature_dim']}-d, weights "
-            f"{str(space['weights_sha256'])[:16]}). Mean over synthetic sets with t-based 95% CIs (paper 000: ten "
-            f"sets the size of the real set per model). Precision/recall k = {fo.k_pr} (Kynkäänniemi et al.), "
-            f"density/coverage k = {fo.k_dc} (Naeem et al.); KID unbiased over subsets; MMD RBF bandwidth by "
-            "the median heuristic." + "".join(f" {n[0].upper()}{n[1:]}." for n in notes)))
+        floor = _floor(ds, split, real_all, real_feats, set_size, fo, bandwidth, opts, results)
+        report.add("Fidelity and diversity in feature space", _feature_table({**floor, **rows_by_source}),
+                   Text(_fidelity_caption(space, fo, split, floor, rows_by_source)))
         _add_per_class(report, results, ds, real_feats, real_labels, sources, fo, need)
 
     if opts.image_metrics:
