@@ -363,6 +363,10 @@ class CopyAuditor:
         self.heldout_fpr = _half_split_fpr(self.calibration, self.alpha, np.random.default_rng(seed))
         self._parts: list[dict[str, Any]] = []
 
+    def reset(self) -> None:
+        """Forget the samples added so far (the calibration is kept), to audit another cohort."""
+        self._parts = []
+
     def _search(self, x: torch.Tensor) -> SearchResult:
         return invariant_search(x, self.train, self.cfg, k=self.k + 1)
 
