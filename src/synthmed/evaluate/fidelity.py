@@ -103,12 +103,12 @@ BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "fid": (0.0, None), "precision": (0.0, 1.0), "recall": (0.0, 1.0), "density": (0.0, None),
     "coverage": (0.0, 1.0), "kid": (None, None), "mmd_rbf": (None, None), "mmd_linear": (None, None)}
 
-#: metrics a degenerate set can win: pure noise reached precision 0.815 and heavy blur 1.0 on
-#: AdrenalMNIST3D in the in-domain feature space (docs/evaluation.md); said wherever they are shown
+#: metrics a degenerate set can win: pure noise reached precision 0.96 and heavy blur 1.0 on AdrenalMNIST3D
+#: in the in-domain feature space (docs/evaluation.md, python -m synthmed.evaluate.benchmark)
 GAMEABLE = ("precision", "density")
 
 #: what a reader must know about precision, for captions
-PRECISION_CAVEAT = ("Precision and density can be high for sets that are no good: pure noise reached precision 0.82 and "
+PRECISION_CAVEAT = ("Precision and density can be high for sets that are no good: pure noise reached precision 0.96 and "
                     "heavily blurred images 1.0 on AdrenalMNIST3D (docs/evaluation.md); read them only with recall "
                     "and coverage, and rank by KID, which such sets do not win")
 

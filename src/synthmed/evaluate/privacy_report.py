@@ -143,8 +143,8 @@ class PrivacyStream:
             ["space", "median DCR synthetic", "median DCR held-out", "ratio", "p (synthetic closer)", "MIA AUC", "MIA p"],
             rows, caption="Secondary, aggregate statistics over all samples: distance to the closest training record "
                           "(DCR) of synthetic vs held-out real images, and a distance-based membership-inference "
-                          "attack. They average over the cohort, so a few copies move them little (10% planted "
-                          "copies gave a ratio of 0.97 and an AUC of 0.51), and pixel distances fall for blurred "
+                          "attack. They average over the cohort, so a few copies move them little (a cohort with "
+                          "10.5% copies had a ratio of 0.97 and an AUC of 0.51), and pixel distances fall for blurred "
                           "samples without any copying: read the near-copy fraction above, not these."))
         if ssim_queries > 0 and min(self.ds.shape) >= 11 and kept:
             blocks.append(self._ssim(kept[:ssim_queries], ssim_candidates, result))
