@@ -95,3 +95,15 @@ def test_run_folder_and_sampled_folder_give_the_same_images(tiny3d: Path, tmp_pa
     np.testing.assert_allclose(a.images, b.images, atol=1e-6)
     assert a.provenance["checkpoint_sha256"] == b.provenance["checkpoint_sha256"]
     assert a.train_subject_ids and len(a.train_subject_ids) == 6
+    # a sampled folder knows its run's training subjects (sample.json names the run; issue 14)
+    assert b.train_subject_ids == a.train_subject_ids and b.ids == [f"synthetic_{i:05d}.nii.gz" for i in range(3)]
+    import json
+
+    meta = json.loads((folder / "sample.json").read_text(encoding="utf-8"))
+    assert meta["run"] == str(run.resolve())
+    del meta["run"]  # a folder sampled before the run was recorded: found through its checkpoint's path
+    (folder / "sample.json").write_text(json.dumps(meta), encoding="utf-8")
+    assert load_synthetic(folder, 3).train_subject_ids == a.train_subject_ids
+    meta["checkpoint"] = str(tmp_path / "gone" / "checkpoints" / "last.pt")  # the run was moved away
+    (folder / "sample.json").write_text(json.dumps(meta), encoding="utf-8")
+    assert load_synthetic(folder, 3).train_subject_ids is None

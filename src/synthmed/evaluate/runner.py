@@ -444,7 +444,8 @@ def _evaluate(real: str | Path, synthetic: str | Path | Sequence[str | Path], ou
         if min(len(rows), set_size) < need:
             raise DataError(f"{ds.root}: {min(len(rows), set_size)} images in the real split {split!r} or per "
                             f"synthetic set; precision/recall (k={fo.k_pr}) and density/coverage (k={fo.k_dc}) "
-                            f"need at least {need} in each")
+                            f"need at least {need} in each" + (" (--split all compares with every real image, training "
+                                                                "images included)" if split == "test" else ""))
 
     with stage("extractor"):
         extractor = make_extractor(ds, fo)
