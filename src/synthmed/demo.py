@@ -120,6 +120,7 @@ def _evaluate(prepared: Path, run_dir: Path, out: Path, plan: DemoPlan, device: 
     from synthmed.evaluate.runner import EvaluateOptions, evaluate
 
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    opts = EvaluateOptions(n_sets=plan.eval_sets, device=dev, progress=progress, ssim_queries=8,
+    # all real images: the demo's phantom cohort has too few test images for the k-NN metrics
+    opts = EvaluateOptions(split="all", n_sets=plan.eval_sets, device=dev, progress=progress, ssim_queries=8,
                            fidelity=FidelityOptions(extractor_iterations=plan.extractor_iterations))
     return evaluate(prepared, run_dir, out, opts, names=["alpha-SN-GAN"])

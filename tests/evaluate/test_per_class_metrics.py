@@ -25,8 +25,8 @@ N = 24  # real images (12 per class)
 
 
 def _opts(**kw) -> EvaluateOptions:
-    base = dict(n_sets=3, fidelity=FidelityOptions(extractor_iterations=10), progress=False, screenshot=False,
-                privacy=False, image_metrics=False, embeddings=())
+    base = dict(n_sets=3, fidelity=FidelityOptions(extractor_iterations=10, n_boot=25), progress=False,
+                screenshot=False, privacy=False, image_metrics=False, embeddings=(), split="all")
     base.update(kw)
     return EvaluateOptions(**base)
 
@@ -122,6 +122,7 @@ def test_conditional_run_folder_sets_carry_labels(prep: Path, tmp_path: Path) ->
     run = train(load_config("sngan", tiny), prep, tmp_path / "run", progress=False)
     opts = _opts(n_sets=2)
     sets = list(_source_sets(run, 2, N, opts, load_prepared(prep)))
-    assert [s.labels.tolist() for s in sets] == [[s % 2 for s in range(k * N, (k + 1) * N)] for k in range(2)]
+    assert all(whole for _, whole in sets)
+    assert [s.labels.tolist() for s, _ in sets] == [[s % 2 for s in range(k * N, (k + 1) * N)] for k in range(2)]
     m = _results(evaluate(prep, run, tmp_path / "rep", opts))
     assert set(m["results"]["sources"]["run"]["per_class_feature_metrics"]) == {"a", "b"}

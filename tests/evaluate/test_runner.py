@@ -23,8 +23,8 @@ TINY = ["model.latent_dim=16", "model.base_channels=4", "model.max_channels=8", 
 
 
 def _opts(**kw) -> EvaluateOptions:
-    base = dict(n_sets=3, fidelity=FidelityOptions(extractor_iterations=10), progress=False, screenshot=False,
-                ssim_queries=4)
+    base = dict(n_sets=3, fidelity=FidelityOptions(extractor_iterations=10, n_boot=25), progress=False,
+                screenshot=False, ssim_queries=4, split="all")
     base.update(kw)
     return EvaluateOptions(**base)
 
@@ -49,16 +49,22 @@ def _feature(m: dict, source: str, metric: str) -> dict:
     return next(r for r in m["results"]["sources"][source]["feature_metrics"] if r["metric"] == metric)
 
 
-def _copies_folder(ds_path: Path, rows: np.ndarray, out: Path) -> Path:
+def _copies_folder(ds_path: Path, rows: np.ndarray, out: Path, suffix: str = ".nii.gz") -> Path:
     """A `synthmed sample`-style folder whose images are exact copies of real rows."""
+    from synthmed.generate.writers import write_png
+
     ds = load_prepared(ds_path)
     out.mkdir()
     with open(out / "manifest.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["file", "label", "seed"])
         for k, r in enumerate(rows):
-            write_nifti(np.asarray(ds.images[r, 0]), ds.affine, out / f"copy_{k:03d}.nii.gz")
-            w.writerow([f"copy_{k:03d}.nii.gz", "", k])
+            name = f"copy_{k:03d}{suffix}"
+            if suffix == ".png":
+                write_png(np.asarray(ds.images[r, 0]), out / name)
+            else:
+                write_nifti(np.asarray(ds.images[r, 0]), ds.affine, out / name)
+            w.writerow([name, "", k])
     return out
 
 
@@ -79,9 +85,9 @@ def test_run_folder_report(prep: Path, run: Path, tmp_path: Path) -> None:
     data = json.loads((run / "data.json").read_text(encoding="utf-8"))
     priv = res["sources"]["run"]["privacy"]
     assert priv["n_train"] == len(data["train_subject_ids"]) and priv["n_train"] + priv["n_holdout"] == 12
-    assert 0.0 <= priv["pixel (L2)"]["membership_inference"]["auc"] <= 1.0
-    assert len(priv["ssim_nearest"]["queries"]) == 4
-    for name in ("run_slices", "run_planes", "run_pca", "run_mds", "run_nearest", "run_training"):
+    assert priv["train_vs_holdout"].startswith("the run's training subjects")
+    assert "needs at least 4 of each" in priv["skipped"]  # 12 subjects: too few held out to calibrate on
+    for name in ("run_slices", "run_planes", "run_pca", "run_mds", "run_training"):
         assert (out / "figures" / f"{name}.png").stat().st_size > 1000, name
     timing = res["timing"]
     assert {"load real", "extractor", "features: real", "features: synthetic", "feature metrics",
@@ -100,24 +106,98 @@ def test_sampled_folder_gives_the_run_folder_numbers(prep: Path, run: Path, tmp_
         assert np.isclose(_feature(a, "run", metric)["value"], _feature(b, "s", metric)["value"], rtol=1e-4, atol=1e-6)
 
 
-def test_memorised_copies_are_flagged(prep: Path, tmp_path: Path) -> None:
-    """Exact copies of training images: DCR ~0, all flagged, membership inference succeeds; an honest
-    'generator' (held-out real images) is not flagged."""
+def _fake_run(ds_path: Path, train_ids: list[str], out: Path) -> Path:
+    """A folder with a run's data.json (the training subjects), enough for a sampled folder to point at."""
+    out.mkdir()
+    (out / "data.json").write_text(json.dumps({"path": str(ds_path), "train_subject_ids": train_ids}), encoding="utf-8")
+    (out / "config.yaml").write_text("model:\n  name: sngan\n", encoding="utf-8")
+    return out
+
+
+def test_every_sample_is_audited_and_planted_copies_are_found(tmp_path: Path) -> None:
+    """Issue 14: a sampled folder of held-out real images (copies of nothing) with copies of the run's
+    training images planted in its *second* set (exact, noisy, flipped, shifted); the run's own training
+    subjects (its data.json, not the prepared split) are the training set; every copy is found, with its
+    source subject and transform; the headline is the fraction, and the copies are pictured."""
+    from synth_testdata import make_tiny_prepared
+
+    prep = make_tiny_prepared(tmp_path / "prep", 3, 12, 64, seed=1, texture=0.3)
     ds = load_prepared(prep)
-    train_rows, test_rows = ds.indices("trainval"), ds.indices("test")
-    copies = _copies_folder(prep, np.resize(train_rows, 12), tmp_path / "copies")
-    m = _metrics(evaluate(prep, copies, tmp_path / "rep", _opts(n_sets=1, embeddings=())).parent)
-    pix = m["results"]["sources"]["copies"]["privacy"]["pixel (L2)"]
-    assert pix["median_synthetic"] < 1e-4 and pix["ratio"] < 1e-4
-    assert len(pix["flagged"]) == 12 and pix["p_value"] < 0.01
-    assert pix["membership_inference"]["auc"] == 1.0
-    assert max(m["results"]["sources"]["copies"]["privacy"]["ssim_nearest"]["ssim"]) > 0.999
-    # identical sets: FID ~ 0 on the same rows
+    rng = np.random.default_rng(0)
+    # the run trained on 36 of the 48 trainval subjects: the other 12 and the 16 test subjects are held out
+    train_rows = np.sort(rng.choice(ds.indices("trainval"), 36, replace=False))
+    run = _fake_run(prep, [ds.subject_ids[i] for i in train_rows], tmp_path / "run")
+    hold = np.setdiff1d(np.arange(64), train_rows)
+    imgs = np.asarray(ds.images[:], np.float32)
+    src = train_rows[:8]
+    planted = [imgs[src[0]], imgs[src[1]], np.clip(imgs[src[2]] + rng.normal(0, 0.05, imgs[0].shape), -1, 1),
+               np.clip(imgs[src[3]] + rng.normal(0, 0.05, imgs[0].shape), -1, 1), imgs[src[4]][:, ::-1],
+               imgs[src[5]][:, :, :, ::-1], np.roll(imgs[src[6]], 1, axis=1), np.roll(imgs[src[7]], -1, axis=3)]
+    folder = tmp_path / "s"
+    folder.mkdir()
+    fresh = hold[:10]  # the 10 first samples: held-out real images; then 8 copies; 2 more left out of the sets
+    cohort = [imgs[r] for r in fresh] + planted + [imgs[hold[10]], imgs[hold[11]]]
+    with open(folder / "manifest.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "seed"])
+        for k, im in enumerate(cohort):
+            write_nifti(np.asarray(im[0], np.float32), ds.affine, folder / f"synthetic_{k:05d}.nii.gz")
+            w.writerow([f"synthetic_{k:05d}.nii.gz", k])
+    (folder / "sample.json").write_text(json.dumps({"run": str(run), "model": "sngan"}), encoding="utf-8")
+    # the default reference (no split given): the test split, with the floor beside it
+    opts = EvaluateOptions(n_sets=5, set_size=9, embeddings=(), image_metrics=False, ssim_queries=2, progress=False,
+                           screenshot=False, fidelity=FidelityOptions(extractor_iterations=10, n_boot=25))
+    html = evaluate(prep, folder, tmp_path / "rep", opts)
+    m = _metrics(html.parent)
+    assert m["results"]["real"]["split"] == "test" and m["results"]["real"]["n"] == 16
+    table = next(b for s in m["sections"] if s["title"].startswith("Fidelity") for b in s["blocks"] if b["type"] == "table")
+    assert [r[0] for r in table["rows"]] == ["floor: real trainval", "s"]
+    floor = {r["metric"]: r for r in m["results"]["floor"]["feature_metrics"]}
+    assert floor["fid"]["n_sets"] == 5 and floor["mmd_rbf"]["bandwidth"] == _feature(m, "s", "mmd_rbf")["bandwidth"]
+    res = m["results"]["sources"]["s"]
+    assert res["set_sizes"] == [9, 9] and res["n_images"] == 20 and res["n_dropped"] == 2
+    priv = res["privacy"]
+    assert priv["train_vs_holdout"].startswith("the run's training subjects") and priv["n_train"] == 36
+    audit = priv["near_copies"]
+    assert audit["n_samples"] == 20  # every sample, also those in no whole set
+    flagged = {f["id"]: f for f in audit["flagged"]}
+    want = {f"synthetic_{10 + k:05d}.nii.gz": ds.subject_ids[src[k]] for k in range(8)}
+    assert set(want) <= set(flagged) and len(set(flagged) - set(want)) <= 1
+    assert {f["train_subject"] for i, f in flagged.items() if i in want} == set(want.values())
+    assert all(flagged[i]["train_subject"] == s for i, s in want.items())
+    assert flagged["synthetic_00014.nii.gz"]["transform"] == "flip axis 0"
+    assert flagged["synthetic_00015.nii.gz"]["transform"] == "flip axis 2"
+    assert flagged["synthetic_00016.nii.gz"]["transform"] == "shift (+1, +0, +0)"
+    assert flagged["synthetic_00017.nii.gz"]["transform"] == "shift (+0, +0, -1)"
+    assert audit["fraction"] == len(flagged) / 20 and 0.15 < audit["fraction_ci"][0] < audit["fraction"]
+    assert 0 <= audit["heldout_fpr"]["rate"] <= 0.2
+    text = html.read_text(encoding="utf-8")
+    assert f"Near-copies of training images: {len(flagged)} of 20 synthetic samples" in text
+    assert "More samples are flagged than chance explains" in text and "synthetic_00014.nii.gz" in text
+    assert (html.parent / "figures" / "s_nearest.png").stat().st_size > 1000
+    assert "pixel (L2)" in priv and 0.0 <= priv["pixel (L2)"]["membership_inference"]["auc"] <= 1.0
+
+
+def test_privacy_falls_back_to_the_prepared_split_and_says_so(tmp_path: Path) -> None:
+    """Without a run to read data.json from, the prepared trainval vs test split is used, in words."""
+    from synth_testdata import make_tiny_prepared
+
+    prep = make_tiny_prepared(tmp_path / "prep", 2, 16, 40, seed=2)
+    ds = load_prepared(prep)
+    folder = _copies_folder(prep, ds.indices("test")[:8], tmp_path / "copies", suffix=".png")
+    m = _metrics(evaluate(prep, folder, tmp_path / "rep", _opts(n_sets=1, embeddings=(), image_metrics=False,
+                                                                split="test")).parent)
+    priv = m["results"]["sources"]["copies"]["privacy"]
+    assert priv["train_vs_holdout"].startswith("prepared splits: trainval vs test (the generating run was not found")
+    assert priv["n_train"] == len(ds.indices("trainval"))
+
+
+def test_identical_sets_give_zero_distance(prep: Path, tmp_path: Path) -> None:
     same = _copies_folder(prep, np.arange(12), tmp_path / "same")
-    m2 = _metrics(evaluate(prep, same, tmp_path / "rep2", _opts(n_sets=1, privacy=False, embeddings=())).parent)
+    m2 = _metrics(evaluate(prep, same, tmp_path / "rep2", _opts(n_sets=1, privacy=False, embeddings=(),
+                                                                split="all")).parent)
     assert abs(_feature(m2, "same", "fid")["value"]) < 1e-3
     assert _feature(m2, "same", "precision")["value"] == 1.0 and _feature(m2, "same", "coverage")["value"] == 1.0
-    del test_rows
 
 
 def test_two_sources_side_by_side_and_names(prep: Path, run: Path, tmp_path: Path) -> None:
@@ -154,7 +234,7 @@ def test_cli_evaluate_and_errors(prep: Path, run: Path, tmp_path: Path, capsys) 
 
     p2 = make_tiny_prepared(tmp_path / "p2", 2, 16, 8)
     rc = main(["evaluate", "--real", str(p2), "--synthetic", str(run), "--out", str(tmp_path / "y"),
-               "--extractor-iterations", "5", "--no-progress"])
+               "--extractor-iterations", "5", "--no-progress", "--split", "all"])
     err = capsys.readouterr().err
     assert rc == 2 and "synthetic images have shape (1, 16, 16, 16)" in err and "(1, 16, 16)" in err
     assert not (tmp_path / "y" / "report.html").exists()

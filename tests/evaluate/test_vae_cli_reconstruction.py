@@ -40,7 +40,7 @@ def test_train_sample_evaluate_reconstruct(prep: Path, tmp_path: Path, capsys) -
     assert len(files) == 12 and all(f.endswith(".png") for f in files)
 
     rc = main(["evaluate", "--real", str(prep), "--synthetic", str(run), str(samp), str(gan),
-               "--names", "vae", "sampled", "sngan", "--out", str(rep), "--reconstruct", *EVAL])
+               "--names", "vae", "sampled", "sngan", "--out", str(rep), "--reconstruct", "--split", "all", *EVAL])
     assert rc == 0, capsys.readouterr().err
     m = json.loads((rep / "metrics.json").read_text(encoding="utf-8"))["results"]["sources"]
     rec = m["vae"]["reconstruction"]

@@ -30,8 +30,8 @@ def test_protocol_end_to_end_and_resume(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(args) == 0
     assert "protocol report written to" in capsys.readouterr().out
     for name in ("report.html", "metrics.json", "ranking.csv", "ranking_tests.csv", "sweeps.csv", "sweep_tests.csv",
-                 "conditioning.csv", "conditioning_tests.csv", "figures/conditioning_fid.png",
-                 "config.yaml", "utility/report.html", "figures/ranking_fid.png", "figures/sweeps.png"):
+                 "conditioning.csv", "conditioning_tests.csv", "figures/conditioning_kid.png",
+                 "config.yaml", "utility/report.html", "figures/ranking_kid.png", "figures/sweeps.png"):
         assert (out / name).is_file(), name
     res = json.loads((out / "metrics.json").read_text(encoding="utf-8"))["results"]
     ds = load_prepared(prep)
@@ -56,16 +56,19 @@ def test_protocol_end_to_end_and_resume(tmp_path: Path, capsys: pytest.CaptureFi
         assert {int(r["set"]) for r in rows[k * len(ds):(k + 1) * len(ds)]} == {k}
         assert np.bincount(labels).tolist() == np.bincount(ds.labels).tolist()
 
-    # (c) the winner has the lowest mean FID; per-set values are those of each candidate's own evaluation report
+    # (c) the winner has the lowest mean KID (protocol_quick's ranking metric, unbiased at small sample sizes);
+    # per-set values are those of each candidate's own evaluation report
     means = {}
+    assert res["ranking"]["metric"] == "kid"
     for name in CANDIDATES:
         ev = json.loads((out / "evaluation" / name / "metrics.json").read_text(encoding="utf-8"))["results"]
-        fid = next(r for r in ev["sources"][name]["feature_metrics"] if r["metric"] == "fid")["per_set"]
-        assert len(fid) == 3
-        means[name] = float(np.mean(fid))
+        kid = next(r for r in ev["sources"][name]["feature_metrics"] if r["metric"] == "kid")["per_set"]
+        assert len(kid) == 3
+        means[name] = float(np.mean(kid))
     assert res["ranking"]["winner"] == min(means, key=means.get)
-    assert res["ranking"]["tests"]["fid"]["anova"]["df_between"] == 3
-    assert res["ranking"]["tests"]["fid"]["anova"]["df_within"] == 4 * 3 - 4
+    for m in ("kid", "fid"):
+        assert res["ranking"]["tests"][m]["anova"]["df_between"] == 3
+        assert res["ranking"]["tests"][m]["anova"]["df_within"] == 4 * 3 - 4
 
     # (d) conditioning: per-class reuses the winner's candidate runs; frozen-classifier is one conditional run on
     # every class, sampled with each class's label into labelled sets in the real class proportion
@@ -81,16 +84,16 @@ def test_protocol_end_to_end_and_resume(tmp_path: Path, capsys: pytest.CaptureFi
         crows = list(csv.DictReader(f))
     assert len(crows) == 3 * len(ds) and {r["run"] for r in crows} == {str(fc)}
     assert np.bincount([int(r["label"]) for r in crows if r["set"] == "0"]).tolist() == np.bincount(ds.labels).tolist()
-    # ranked by the FID averaged over classes per synthetic set, taken from each method's own evaluation report
+    # ranked by the KID averaged over classes per synthetic set, taken from each method's own evaluation report
     rk = cond["ranking"]
     assert rk["basis"] == "per-class" and rk["winner"] == "frozen-classifier" and rk["forced"]
     for method in ("per-class", "frozen-classifier"):
         ev = json.loads((out / "conditioning" / "evaluation" / method / "metrics.json").read_text(encoding="utf-8"))
         per_class = ev["results"]["sources"][method]["per_class_feature_metrics"]
         assert set(per_class) == set(ds.classes)
-        fids = [next(r for r in rows if r["metric"] == "fid")["per_set"] for rows in per_class.values()]
-        assert rk["means"][method] == pytest.approx(float(np.mean(np.mean(fids, axis=0))))
-    two_way = {t["term"]: t for t in rk["tests"]["fid"]["two_way_anova"]}
+        kids = [next(r for r in rows if r["metric"] == "kid")["per_set"] for rows in per_class.values()]
+        assert rk["means"][method] == pytest.approx(float(np.mean(np.mean(kids, axis=0))))
+    two_way = {t["term"]: t for t in rk["tests"]["kid"]["two_way_anova"]}
     assert two_way["method"]["df"] == 1 and two_way["class"]["df"] == 1 and two_way["residual"]["df"] == 2 * 2 * 3 - 4
     ctests = list(csv.DictReader(open(out / "conditioning_tests.csv", encoding="utf-8")))
     assert {r["term_or_a"] for r in ctests if r["test"] == "two_way_anova"} == {"method", "class", "method:class"}

@@ -24,7 +24,7 @@ def _evaluations(values: dict[str, dict[str, list[float]]]) -> dict[str, dict]:
 
 
 def _cfg(**ranking: object):
-    return build_protocol_config(tiny_raw(Path("/x"), ranking={"tested_metrics": ["fid", "precision"], **ranking}))
+    return build_protocol_config(tiny_raw(Path("/x"), ranking={"metric": "fid", "tested_metrics": ["fid", "precision"], **ranking}))
 
 
 def _anova_by_hand(groups: list[np.ndarray]) -> tuple[float, float]:

@@ -2,9 +2,9 @@
 
 ``evaluate_fidelity`` extracts features of real and synthetic images with a registered extractor and
 computes FID, KID, MMD (RBF and linear), precision/recall (Kynkäänniemi et al. 2019, as paper 000)
-and density/coverage (Naeem et al. 2020), with 95% confidence intervals over several synthetic sets as
-paper 000 does (ten sets the size of the real set per model), plus the image-space
-metrics of paper 002 Sec. 3.3.  Every result records the extractor (name, weights SHA-256,
+and density/coverage (Naeem et al. 2020), averaged over several synthetic sets as paper 000 does (ten
+sets the size of the real set per model), with bootstrap 95% intervals over the real and synthetic
+images together, plus the image-space metrics of paper 002 Sec. 3.3.  Every result records the extractor (name, weights SHA-256,
 preprocessing) and the sample counts: a value without its feature space is meaningless.
 """
 
@@ -37,6 +37,8 @@ class FidelityOptions:
     extractor_size: int | None = None
     k_pr: int = 3
     k_dc: int = 5
+    #: bootstrap replicates of the intervals (fewer with many sets, see :func:`n_replicates`)
+    n_boot: int = 100
     seed: int = 0
     batch_size: int = 8
     device: str = "cpu"
@@ -95,45 +97,62 @@ def metric_values(real: np.ndarray, fake: np.ndarray, opts: FidelityOptions,
         }
 
 
-def aggregate(per_set: list[dict[str, float]], confidence: float = 0.95) -> list[dict[str, Any]]:
-    """Mean over synthetic sets with a t-based confidence interval (paper 000: ten synthetic sets
-    per model, 95% CIs).  One set gives the value without an interval.
+#: the range of each feature metric: interval ends are clipped to it (None: unbounded on that side; the
+#: unbiased KID and MMD estimates can be negative)
+BOUNDS: dict[str, tuple[float | None, float | None]] = {
+    "fid": (0.0, None), "precision": (0.0, 1.0), "recall": (0.0, 1.0), "density": (0.0, None),
+    "coverage": (0.0, 1.0), "kid": (None, None), "mmd_rbf": (None, None), "mmd_linear": (None, None)}
 
-    Resampling a single set with replacement is avoided on purpose: duplicated samples shrink k-NN
-    radii and covariance rank, so bootstrap intervals of FID or precision miss their own estimate.
-    """
-    from scipy import stats
+#: metrics a degenerate set can win: pure noise reached precision 0.96 and heavy blur 1.0 on AdrenalMNIST3D
+#: in the in-domain feature space (docs/evaluation.md, python -m synthmed.evaluate.benchmark)
+GAMEABLE = ("precision", "density")
 
-    rows = []
-    for name in per_set[0]:
-        vals = np.array([d[name] for d in per_set], dtype=np.float64)
-        mean = float(vals.mean())
-        lo = hi = None
-        if len(vals) > 1:
-            half = float(stats.t.ppf(0.5 + confidence / 2, len(vals) - 1) * vals.std(ddof=1) / np.sqrt(len(vals)))
-            lo, hi = mean - half, mean + half
-        rows.append({"metric": name, "value": mean, "ci_low": lo, "ci_high": hi, "n_sets": len(vals),
-                     "per_set": vals.tolist()})
-    return rows
+#: what a reader must know about precision, for captions
+PRECISION_CAVEAT = ("Precision and density can be high for sets that are no good: pure noise reached precision 0.96 and "
+                    "heavily blurred images 1.0 on AdrenalMNIST3D (docs/evaluation.md); read them only with recall "
+                    "and coverage, and rank by KID, which such sets do not win")
 
 
-def feature_metric_rows(real: np.ndarray, fake_sets: list[np.ndarray], opts: FidelityOptions) -> list[dict[str, Any]]:
-    """Metrics of every synthetic set against the same real features, aggregated with CIs.
+def n_replicates(n_boot: int, n_sets: int) -> int:
+    """Bootstrap replicates for ``n_sets`` sets: ``n_boot``, but at most about 500 metric evaluations in all
+    (each replicate evaluates every set) and at least 25 replicates."""
+    return max(25, min(n_boot, 500 // max(1, n_sets)))
+
+
+def feature_metric_rows(real: np.ndarray, fake_sets: list[np.ndarray], opts: FidelityOptions,
+                        bandwidth: float | None = None) -> list[dict[str, Any]]:
+    """Metrics of every synthetic set against the same real features: the mean over sets, its bootstrap
+    standard error and 95% interval (:func:`synthmed.metrics.stats.bootstrap_sets`: real and synthetic
+    resampled together, an interval also with one set, clipped to :data:`BOUNDS`), and the per-set values
+    (for the protocol's tests between candidates).
 
     Args:
         real: (N, D) real features.
         fake_sets: R arrays (M_r, D) of synthetic features (R synthetic sets).
+        bandwidth: RBF bandwidth of MMD; None: the median heuristic on ``real`` alone, so every source
+            compared with these real features is measured with one kernel (pass the same value to
+            compare other comparisons, e.g. the floor, with the same kernel).
     """
-    bandwidth = fm.median_heuristic(np.concatenate([real, fake_sets[0]]))
-    rows = aggregate([metric_values(real, f, opts, bandwidth) for f in fake_sets])
+    from synthmed.metrics.stats import bootstrap_sets
+
+    bandwidth = fm.median_heuristic(real, seed=opts.seed) if bandwidth is None else float(bandwidth)
+    b = n_replicates(opts.n_boot, len(fake_sets))
+    res = bootstrap_sets(lambda r, f: metric_values(r, f, opts, bandwidth), real, fake_sets, n_boot=b,
+                         seed=opts.seed, bounds=BOUNDS)
     small = min(len(real), *(len(f) for f in fake_sets)) <= real.shape[1]
-    for r in rows:
-        r["k"] = opts.k_pr if r["metric"] in ("precision", "recall") else opts.k_dc if r["metric"] in (
-            "density", "coverage") else None
-        if r["metric"] == "mmd_rbf":
-            r["bandwidth"] = bandwidth
-        r["note"] = ("fewer samples than feature dimensions: biased upwards; compare only at equal sample sizes"
-                     if r["metric"] == "fid" and small else "")
+    rows = []
+    for name, r in res.items():
+        row: dict[str, Any] = {"metric": name, "value": r.value, "ci_low": r.low, "ci_high": r.high, "se": r.se,
+                               "n_sets": len(r.per_set), "per_set": r.per_set, "n_boot": r.n_boot,
+                               "interval": "bootstrap over real and synthetic images, value -/+ 1.96 se, clipped "
+                                           "to the metric's range"}
+        row["k"] = opts.k_pr if name in ("precision", "recall") else opts.k_dc if name in ("density", "coverage") else None
+        if name == "mmd_rbf":
+            row["bandwidth"] = bandwidth
+        row["note"] = ("fewer samples than feature dimensions: biased upwards and can rank sets wrongly; "
+                       "compare only at equal sample sizes and rank by KID"
+                       if name == "fid" and small else "")
+        rows.append(row)
     return rows
 
 

@@ -268,22 +268,24 @@ def dcr_analysis(
         (scipy ``mannwhitneyu(..., alternative="less")``); ``percentile``, ``threshold`` and ``flagged``
         (sorted synthetic indices with DCR < threshold).
     """
-    if not 0.0 <= percentile <= 100.0:
-        raise ValueError(f"percentile must be in [0, 100], got {percentile}")
     nn_idx, syn = nearest_neighbours(synthetic, train, metric, 1, chunk_size, ssim)
     _, hold = nearest_neighbours(holdout, train, metric, 1, chunk_size, ssim)
-    syn, hold = syn[:, 0], hold[:, 0]
+    return {"metric": metric, **dcr_summary(syn[:, 0], hold[:, 0], percentile), "n_train": int(train.shape[0]),
+            "nearest_train": nn_idx[:, 0]}
+
+
+def dcr_summary(syn: np.ndarray, hold: np.ndarray, percentile: float = 5.0) -> dict[str, Any]:
+    """The statistics of :func:`dcr_analysis` from the DCRs themselves: ``syn`` (M,) and ``hold`` (H,)."""
+    if not 0.0 <= percentile <= 100.0:
+        raise ValueError(f"percentile must be in [0, 100], got {percentile}")
     med_s, med_h = float(np.median(syn)), float(np.median(hold))
     test = scipy.stats.mannwhitneyu(syn, hold, alternative="less")
     threshold = float(np.percentile(hold, percentile))
     return {
-        "metric": metric,
         "n_synthetic": len(syn),
-        "n_train": int(train.shape[0]),
         "n_holdout": len(hold),
         "synthetic_dcr": syn,
         "holdout_dcr": hold,
-        "nearest_train": nn_idx[:, 0],
         "median_synthetic": med_s,
         "median_holdout": med_h,
         "ratio": med_s / med_h if med_h > 0 else float("nan"),
@@ -322,24 +324,65 @@ def membership_inference_auc(
         dict with ``metric``, ``auc``, ``p_value``, ``n_members``, ``n_non_members``, ``n_synthetic``,
         ``median_member_distance`` and ``median_non_member_distance``.
     """
-    from sklearn.metrics import roc_auc_score  # imported here: sklearn is slow to import
-
     _, d_mem = nearest_neighbours(train, synthetic, metric, 1, chunk_size, ssim)
     _, d_non = nearest_neighbours(holdout, synthetic, metric, 1, chunk_size, ssim)
-    d_mem, d_non = d_mem[:, 0], d_non[:, 0]
+    return {"metric": metric, **mia_summary(d_mem[:, 0], d_non[:, 0]), "n_synthetic": int(synthetic.shape[0])}
+
+
+def mia_summary(d_mem: np.ndarray, d_non: np.ndarray) -> dict[str, Any]:
+    """The statistics of :func:`membership_inference_auc` from each member's (N,) and non-member's (H,)
+    distance to its nearest synthetic sample."""
+    from sklearn.metrics import roc_auc_score  # imported here: sklearn is slow to import
+
     labels = np.concatenate([np.ones(len(d_mem)), np.zeros(len(d_non))])
     auc = roc_auc_score(labels, -np.concatenate([d_mem, d_non]))
     test = scipy.stats.mannwhitneyu(-d_mem, -d_non, alternative="greater")
     return {
-        "metric": metric,
         "auc": float(auc),
         "p_value": float(test.pvalue),
         "n_members": len(d_mem),
         "n_non_members": len(d_non),
-        "n_synthetic": int(synthetic.shape[0]),
         "median_member_distance": float(np.median(d_mem)),
         "median_non_member_distance": float(np.median(d_non)),
     }
+
+
+class StreamedDistances:
+    """:func:`dcr_analysis` and :func:`membership_inference_auc` over synthetic sets added one at a time
+    (every sample of every set, at most one set in memory): each sample's DCR is its own, and each real
+    record's distance to the synthetic cohort is the minimum over the sets.
+
+    Args:
+        train, holdout, metric, chunk_size: as in :func:`dcr_analysis` (``"l2"`` or ``"cosine"``).
+    """
+
+    def __init__(self, train: ArrayLike, holdout: ArrayLike, metric: Metric = "l2",
+                 chunk_size: int | None = None) -> None:
+        if metric not in ("l2", "cosine"):
+            raise ValueError(f"StreamedDistances supports 'l2' and 'cosine', got {metric!r}")
+        self.train, self.holdout, self.metric, self.chunk_size = train, holdout, metric, chunk_size
+        self.hold_dcr = nearest_neighbours(holdout, train, metric, 1, chunk_size)[1][:, 0]
+        self.member = np.full(train.shape[0], np.inf)
+        self.non_member = np.full(holdout.shape[0], np.inf)
+        self.syn_dcr: list[np.ndarray] = []
+        self.nearest: list[np.ndarray] = []
+
+    def add(self, synthetic: ArrayLike) -> None:
+        idx, d = nearest_neighbours(synthetic, self.train, self.metric, 1, self.chunk_size)
+        self.syn_dcr.append(d[:, 0])
+        self.nearest.append(idx[:, 0])
+        for acc, real in ((self.member, self.train), (self.non_member, self.holdout)):
+            np.minimum(acc, nearest_neighbours(real, synthetic, self.metric, 1, self.chunk_size)[1][:, 0], out=acc)
+
+    def result(self, percentile: float = 5.0) -> dict[str, Any]:
+        """:func:`dcr_analysis`'s dict with ``membership_inference`` (:func:`membership_inference_auc`'s)."""
+        if not self.syn_dcr:
+            raise ValueError("no synthetic samples were added")
+        syn = np.concatenate(self.syn_dcr)
+        mia = {"metric": self.metric, **mia_summary(self.member, self.non_member), "n_synthetic": len(syn)}
+        return {"metric": self.metric, **dcr_summary(syn, self.hold_dcr, percentile),
+                "n_train": int(self.train.shape[0]), "nearest_train": np.concatenate(self.nearest),
+                "membership_inference": mia}
 
 
 # ---------------------------------------------------------------- figure
@@ -359,6 +402,8 @@ def nearest_neighbour_figure(
     n: int = 8,
     distances: np.ndarray | None = None,
     select: Sequence[int] | None = None,
+    names: Sequence[str] | None = None,
+    train_names: Sequence[str] | None = None,
 ) -> Path:
     """PNG of synthetic samples beside their nearest training records (paper 004, Figs. 4 and S2-S5).
 
@@ -372,6 +417,8 @@ def nearest_neighbour_figure(
         distances: optional (M,) or (M, k) matching distances, printed in the titles.
         select: synthetic indices to show; default the ``n`` closest pairs when ``distances`` is given
             (the most likely copies), else the first ``n``.
+        names: (M,) names of the synthetic samples for the titles (default ``synthetic i``).
+        train_names: (N,) names of the training images (default ``nearest real j``).
 
     Returns:
         The written path.
@@ -389,6 +436,8 @@ def nearest_neighbour_figure(
     for i in chosen:
         j = int(idx[i])
         cells += [syn[i], real[j]]
-        titles += [f"synthetic {i}", f"nearest real {j}" + ("" if dist is None else f" (d={dist[i]:.3g})")]
+        titles += [f"synthetic {i}" if names is None else str(names[i]),
+                   (f"nearest real {j}" if train_names is None else f"train {train_names[j]}")
+                   + ("" if dist is None else f" (d={dist[i]:.3g})")]
     zoom = _title_zoom(tuple(syn.shape[2:]), max(len(t) for t in titles))
     return save_slice_grid(np.stack(cells), path, titles=titles, ncols=4 if syn.ndim == 4 else 2, zoom=zoom)

@@ -11,21 +11,24 @@ disk, pictures embedded) and ``metrics.json`` into the output folder.  The stage
 3. the feature extractor (``indomain-ae`` trained on the training split when no weights are given,
    or MedicalNet / Inception / VGG / ``planes:`` 2.5D with local weights);
 4. features of every set (real features cached per dataset hash and extractor);
-5. FID, KID, MMD (RBF and linear), precision/recall, density/coverage with t-based 95% CIs
-   (:mod:`synthmed.evaluate.fidelity`), and paper 002 Sec. 3.3 image-space metrics; when the real
+5. FID, KID, MMD (RBF with one kernel width from the real features), precision/recall,
+   density/coverage with bootstrap 95% intervals over real and synthetic images together
+   (:mod:`synthmed.evaluate.fidelity`), beside the floor (real trainval images against the real test
+   split), and paper 002 Sec. 3.3 image-space metrics; when the real
    rows and a source's sets carry labels (a sampled folder with a ``label`` column, or a conditional
    run folder whose classes match the real data's), the same feature metrics per class as well
    (paper 000 Fig. 4), ``results["sources"][NAME]["per_class_feature_metrics"]``;
-6. privacy (paper 004 S.6): nearest training neighbours in pixel, SSIM and feature space, DCR of
-   synthetic vs held-out real, membership-inference AUC, and a nearest-neighbour picture;
+6. privacy (paper 004 S.6, :mod:`synthmed.evaluate.privacy_report`): every sample of every set audited
+   for near-copies of training images under flips and shifts, the fraction flagged as the headline, the
+   flagged samples pictured beside their training images; DCR and membership inference second;
 7. PCA (paper 000 Figs. S7/S8) and MDS (paper 001 Fig. 4) of real and synthetic features per class;
 8. slice grids (paper 000 axial slices 16..48 of 64, and the three planes), training curves of a run;
 9. the report, and a headless-Chromium screenshot of it when Chromium is installed.
 
-The real set for fidelity defaults to the whole cohort (``split="all"``), as paper 000 compares each
-model with all 193 subjects.  Privacy always uses the generator's own training subjects (from the
-run's ``data.json``) against the real subjects it never saw (the test split), independent of
-``split``.
+The real set for fidelity defaults to the test split (``split="test"``): paper 000 compared each model
+with all 193 subjects, but a reference holding the training images ranks a source that copies them
+first.  Privacy always uses the generator's own training subjects (from the run's ``data.json``, also for
+a sampled folder whose run is found) against every subject it never saw, independent of ``split``.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from synthmed.evaluate.fidelity import FidelityOptions, feature_metric_rows, ima
 from synthmed.evaluate.synthetic import SyntheticSet, is_run_folder, load_sampled_folder, sample_run
 from synthmed.features.cache import array_sha256, cached_features
 from synthmed.io_utils import folder_lock, link_tree, staged_contents
+from synthmed.metrics.feature import median_heuristic
 from synthmed.report.html import Estimate, Figure, KeyValues, Report, Table, Text
 
 log = logging.getLogger(__name__)
@@ -65,7 +69,9 @@ class EvaluateOptions:
     """Settings of :func:`evaluate`.
 
     Attributes:
-        split: real rows for fidelity: ``all`` (default, as paper 000), ``trainval``, ``test``, ``train``, ``val``.
+        split: real rows for fidelity: ``test`` (default: images no generator trained on; a dataset without
+            a split file falls back to ``all``), ``all`` (as paper 000: the reference then holds the
+            training images, and a source that copies them ranks first), ``trainval``, ``train``, ``val``.
         fold: fold for ``train``/``val``.
         n_sets: synthetic sets drawn from a run folder (paper 000: 10).
         set_size: images per synthetic set (default: the number of real images, as paper 000).
@@ -84,7 +90,7 @@ class EvaluateOptions:
         device, seed, batch_size, progress: as everywhere.
     """
 
-    split: str = "all"
+    split: str = "test"
     fold: int = 0
     n_sets: int = 10
     set_size: int | None = None
@@ -131,8 +137,9 @@ def peak_memory_mb() -> float:
 
 @dataclass
 class Source:
-    """One synthetic source: its name, its first set (kept for image metrics, privacy and figures),
-    the features of all of its sets and their labels (None for an unlabelled set)."""
+    """One synthetic source: its name, its first set (kept for image metrics and figures), the features
+    of all of its sets and their labels (None for an unlabelled set), how many images it held and how many
+    of them no whole set could take (audited for privacy all the same), and its privacy analyses."""
 
     name: str
     path: Path
@@ -140,6 +147,9 @@ class Source:
     features: list[np.ndarray]
     set_sizes: list[int]
     labels: list[np.ndarray | None] = field(default_factory=list)
+    n_images: int = 0
+    n_dropped: int = 0
+    privacy: Any = None
 
 
 def _run_default_labels(path: Path, ds: PreparedDataset) -> Any:
@@ -163,8 +173,10 @@ def _run_default_labels(path: Path, ds: PreparedDataset) -> Any:
 
 
 def _source_sets(path: Path, n_sets: int, set_size: int, opts: EvaluateOptions,
-                 ds: PreparedDataset | None = None) -> Iterator[SyntheticSet]:
-    """The synthetic sets of one source, one at a time (at most one set is held in memory)."""
+                 ds: PreparedDataset | None = None) -> Iterator[tuple[SyntheticSet, bool]]:
+    """The synthetic sets of one source, one at a time (at most one set is held in memory), each with
+    whether it is a whole set for the fidelity metrics: the images of a sampled folder that no whole set
+    takes come last, marked False (they are audited for privacy, not compared)."""
     if is_run_folder(path):
         labeller = _run_default_labels(path, ds) if ds is not None else None
         for k in range(n_sets):
@@ -172,7 +184,7 @@ def _source_sets(path: Path, n_sets: int, set_size: int, opts: EvaluateOptions,
                            batch_size=opts.batch_size)
             if labeller is not None and s.labels is None and s.provenance.get("seeds"):
                 s = dataclasses.replace(s, labels=labeller(s.provenance["seeds"]))
-            yield s
+            yield s, True
         return
     whole = load_sampled_folder(path)
     m = len(whole.images)
@@ -180,11 +192,14 @@ def _source_sets(path: Path, n_sets: int, set_size: int, opts: EvaluateOptions,
     size = set_size if m >= set_size else m
     if m < set_size:
         log.warning("%s holds %d images, fewer than the %d real ones: one smaller set", path, m, set_size)
-    for k in range(n):
-        sl = slice(k * size, (k + 1) * size)
+    for k in range(n + 1):
+        sl = slice(k * size, (k + 1) * size if k < n else m)
+        if sl.start >= m:
+            break
         labels = None if whole.labels is None else whole.labels[sl]
-        yield SyntheticSet(whole.images[sl], labels, {**whole.provenance, "set": k, "n": size},
-                           whole.train_subject_ids)
+        ids = None if whole.ids is None else whole.ids[sl]
+        yield SyntheticSet(whole.images[sl], labels, {**whole.provenance, "set": k, "n": sl.stop - sl.start},
+                           whole.train_subject_ids, ids), k < n
 
 
 def _check_shape(ds: PreparedDataset, s: SyntheticSet, path: Path) -> None:
@@ -194,75 +209,89 @@ def _check_shape(ds: PreparedDataset, s: SyntheticSet, path: Path) -> None:
                         f"{ds.root} has {want}; sample at the prepared size")
 
 
-def _train_holdout(ds: PreparedDataset, first: SyntheticSet) -> tuple[np.ndarray, np.ndarray, str]:
-    """Rows the generator was trained on, rows it never saw, and where that came from."""
-    ids = ds.subject_ids
-    if first.train_subject_ids:
-        seen = set(first.train_subject_ids)
-        unknown = seen - set(ids)
-        if unknown:
-            raise DataError(f"{ds.root}: the run was trained on subjects this dataset does not have "
-                            f"(e.g. {sorted(unknown)[:3]}); evaluate against the dataset it was trained on")
-        train = np.array([i for i, s in enumerate(ids) if s in seen], dtype=np.int64)
-        hold = np.array([i for i, s in enumerate(ids) if s not in seen], dtype=np.int64)
-        return train, hold, "the run's training subjects (data.json) vs every other subject"
-    if ds.splits is not None:
-        return ds.indices("trainval"), ds.indices("test"), "prepared splits: trainval vs test"
-    return np.arange(0), np.arange(0), "no split and no run: cannot tell training from held-out subjects"
+def _load_source(name: str, path: Path, ds: PreparedDataset, extractor: Any, real_all: np.ndarray, set_size: int,
+                 out: Path, opts: EvaluateOptions, stage: Stages) -> Source:
+    """Every set of one source: features of each (cached), and every sample audited for privacy."""
+    from synthmed.evaluate.privacy_report import PrivacyStream
+
+    src: Source | None = None
+    sets = _source_sets(path, opts.n_sets, set_size, opts, ds)
+    while True:
+        with stage("synthetic sets (load or generate)"):
+            s, whole = next(sets, (None, False))
+            if s is not None:
+                _check_shape(ds, s, path)
+        if s is None:
+            break
+        with stage("features: synthetic"):
+            f = cached_features(extractor, s.images, out / "features", dataset_key=f"{name}-{array_sha256(s.images)[:24]}",
+                                batch_size=opts.batch_size, device=opts.device, progress=opts.progress)
+        if src is None:
+            src = Source(name, path, s, [], [])
+            if opts.privacy:
+                with stage("privacy"):
+                    src.privacy = PrivacyStream(ds, s, real_all, device=opts.device)
+        if whole:
+            src.features.append(f)
+            src.set_sizes.append(len(s.images))
+            src.labels.append(s.labels)
+        else:
+            src.n_dropped += len(s.images)
+        src.n_images += len(s.images)
+        if src.privacy is not None:
+            with stage("privacy"):
+                src.privacy.add(s, f)
+    assert src is not None
+    if src.n_dropped:
+        log.warning("%s: %d of its %d images form no whole set of %d: audited for privacy, not in the fidelity "
+                    "metrics", path, src.n_dropped, src.n_images, set_size)
+    return src
 
 
-def _privacy(name: str, ds: PreparedDataset, src: Source, real_feats_all: np.ndarray, out: Path,
-             opts: EvaluateOptions) -> tuple[list[Any], dict[str, Any]]:
-    from synthmed.evaluate.privacy import (
-        SSIMConfig,
-        dcr_analysis,
-        membership_inference_auc,
-        nearest_neighbour_figure,
-    )
-    from synthmed.evaluate.privacy import nearest_neighbours as nn_search
+#: the name of the floor's row in the fidelity table
+FLOOR = "floor: real trainval"
 
-    train_rows, hold_rows, how = _train_holdout(ds, src.first)
-    if len(train_rows) == 0 or len(hold_rows) < 2:
-        return [Text(f"Privacy not assessed: {how}" if len(train_rows) == 0 else
-                     f"Privacy not assessed: {len(hold_rows)} held-out subject(s); need at least 2 ({how}).")], \
-            {"skipped": how}
-    syn = src.first.images
-    train_img = np.asarray(ds.images[train_rows], dtype=np.float32)
-    hold_img = np.asarray(ds.images[hold_rows], dtype=np.float32)
-    feats = src.features[0]
-    rows, result = [], {"train_vs_holdout": how, "n_train": len(train_rows), "n_holdout": len(hold_rows)}
-    spaces = [("pixel (L2)", syn, train_img, hold_img, "l2"),
-              ("features (cosine)", feats, real_feats_all[train_rows], real_feats_all[hold_rows], "cosine")]
-    for space, s, t, h, metric in spaces:
-        dcr = dcr_analysis(s, t, h, metric=metric)
-        mia = membership_inference_auc(t, h, s, metric=metric)
-        rows.append([space, dcr["median_synthetic"], dcr["median_holdout"], dcr["ratio"], dcr["p_value"],
-                     len(dcr["flagged"]), mia["auc"], mia["p_value"]])
-        result[space] = {**{k: v for k, v in dcr.items() if k not in ("synthetic_dcr", "holdout_dcr", "nearest_train")},
-                         "membership_inference": mia}
-        if metric == "l2":
-            pix = dcr
-    blocks: list[Any] = [
-        Table(["space", "median DCR synthetic", "median DCR held-out", "ratio", "p (synthetic closer)",
-               "flagged", "MIA AUC", "MIA p"], rows,
-              caption=f"Distance to closest training record: {len(syn)} synthetic and {len(hold_rows)} held-out "
-                      f"real vs {len(train_rows)} training subjects ({how}). Ratio ~1 and AUC ~0.5 mean no sign "
-                      "of memorisation; flagged = synthetic DCR below the held-out 5th percentile.")]
-    nq = min(opts.ssim_queries, len(syn))
-    if nq > 0 and min(ds.shape) >= 11:
-        q = np.argsort(pix["synthetic_dcr"], kind="stable")[:nq]  # the closest ones: likeliest copies
-        cfg = SSIMConfig(candidates=min(opts.ssim_candidates, len(train_rows)))
-        idx, dist = nn_search(syn[q], train_img, metric="ssim", ssim=cfg)
-        result["ssim_nearest"] = {"queries": q.tolist(), "train_rows": train_rows[idx[:, 0]].tolist(),
-                                  "ssim": (1 - dist[:, 0]).tolist()}
-        blocks.append(Text(f"SSIM with the nearest training image for the {nq} synthetic samples closest in "
-                           f"pixel space (each re-ranked among its {cfg.candidates} L2-nearest): max "
-                           f"{float(np.max(1 - dist[:, 0])):.3f}, median {float(np.median(1 - dist[:, 0])):.3f}."))
-    fig = nearest_neighbour_figure(syn, train_img, pix["nearest_train"], out / "figures" / figure_file(name, "nearest"),
-                                   distances=pix["synthetic_dcr"])
-    blocks.append(Figure(fig, caption="Synthetic samples closest to a training image (left) beside that "
-                                      "training image (right), pixel L2; the most likely copies are shown."))
-    return blocks, result
+
+def _floor(ds: PreparedDataset, split: str, real_all: np.ndarray, real_feats: np.ndarray, set_size: int,
+           fo: FidelityOptions, bandwidth: float, opts: EvaluateOptions,
+           results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """What "as good as real" looks like (DESIGN.md Sec. 9): seeded random subsets of the real trainval
+    images, the synthetic sets' size, against the same real test features, with the same kernel; only
+    when the reference is the test split."""
+    from synthmed.reference import floor_subsets
+
+    if split != "test":
+        return {}
+    trainval = ds.indices("trainval")
+    if len(trainval) < max(fo.k_pr, fo.k_dc) + 1:
+        return {}
+    subsets = floor_subsets(trainval, set_size, max(1, opts.n_sets), opts.seed)
+    rows = feature_metric_rows(real_feats, [real_all[r] for r in subsets], fo, bandwidth)
+    results["floor"] = {"what": f"{len(subsets)} seeded random subsets of {len(subsets[0])} real trainval images "
+                                "against the same real test features", "feature_metrics": rows}
+    return {FLOOR: rows}
+
+
+def _fidelity_caption(space: dict[str, Any], fo: FidelityOptions, split: str, floor: dict[str, Any],
+                      rows_by_source: dict[str, list[dict[str, Any]]]) -> str:
+    from synthmed.evaluate.fidelity import PRECISION_CAVEAT
+
+    notes = sorted({r["note"] for rs in rows_by_source.values() for r in rs if r.get("note")})
+    n_boot = next(iter(rows_by_source.values()))[0]["n_boot"]
+    ref = ("Reference: the real test split (images no generator trained on); first row, the floor: real trainval "
+           "images against it at the synthetic sets' size, what 'as good as real' reads here." if floor else
+           f"Reference: the real {split!r} images" + (" (it contains the training images, so a source that copies "
+                                                      "them ranks first; the default --split test avoids this)."
+                                                      if split in ("all", "trainval", "train") else "."))
+    return (f"Feature space: {space['name']} ({space['feature_dim']}-d, weights {str(space['weights_sha256'])[:16]}). "
+            f"{ref} Each value is the mean over synthetic sets (paper 000: ten sets the size of the real set), with a "
+            f"95% interval from {n_boot} bootstrap replicates resampling the real and the synthetic images together "
+            f"(exists with one set; clipped to each metric's range). Rank by KID (unbiased MMD^2 with a cubic "
+            f"polynomial kernel, Bińkowski et al. 2018, averaged over 100 subsets): FID is biased upwards at small "
+            f"sample sizes and can rank a noisy set above a clean one. MMD RBF: one kernel width for every row, the "
+            f"median distance between real features. Precision/recall k = {fo.k_pr} (Kynkäänniemi et al.), "
+            f"density/coverage k = {fo.k_dc} (Naeem et al.). {PRECISION_CAVEAT}." +
+            "".join(f" FID: {n}." for n in notes))
 
 
 def _metric_cells(rows: list[dict[str, Any]], metrics: list[str]) -> list[Any]:
@@ -398,20 +427,25 @@ def _evaluate(real: str | Path, synthetic: str | Path | Sequence[str | Path], ou
 
     with stage("load real"):
         ds = load_prepared(real)
-        rows = ds.indices(opts.split, opts.fold)
+        split = opts.split if opts.split == "all" or ds.splits is not None else "all"
+        if split != opts.split:
+            log.warning("%s has no split file: comparing with all %d images, training images included", ds.root,
+                        len(ds))
+        rows = ds.indices(split, opts.fold)
         if opts.max_real is not None and len(rows) > opts.max_real:
             rows = np.sort(np.random.default_rng(opts.seed).choice(rows, opts.max_real, replace=False))
         if len(rows) < 2:
-            raise DataError(f"{ds.root}: split {opts.split!r} has {len(rows)} image(s); need at least 2")
+            raise DataError(f"{ds.root}: split {split!r} has {len(rows)} image(s); need at least 2")
         real_img = np.asarray(ds.images[rows], dtype=np.float32)
         labels_all = ds.labels
         real_labels = None if labels_all is None else labels_all[rows]
         set_size = opts.set_size or len(rows)
         need = max(fo.k_pr, fo.k_dc) + 1
         if min(len(rows), set_size) < need:
-            raise DataError(f"{ds.root}: {min(len(rows), set_size)} images in the real split {opts.split!r} or per "
+            raise DataError(f"{ds.root}: {min(len(rows), set_size)} images in the real split {split!r} or per "
                             f"synthetic set; precision/recall (k={fo.k_pr}) and density/coverage (k={fo.k_dc}) "
-                            f"need at least {need} in each")
+                            f"need at least {need} in each" + (" (--split all compares with every real image, training "
+                                                                "images included)" if split == "test" else ""))
 
     with stage("extractor"):
         extractor = make_extractor(ds, fo)
@@ -423,35 +457,18 @@ def _evaluate(real: str | Path, synthetic: str | Path | Sequence[str | Path], ou
                                    batch_size=opts.batch_size, device=opts.device, progress=opts.progress)
         real_feats = real_all[rows]
 
-    sources: list[Source] = []
-    for name, path in zip(src_names, paths, strict=True):
-        feats, sizes, first, set_labels = [], [], None, []
-        sets = _source_sets(path, opts.n_sets, set_size, opts, ds)
-        while True:
-            with stage("synthetic sets (load or generate)"):
-                s = next(sets, None)
-                if s is not None:
-                    _check_shape(ds, s, path)
-            if s is None:
-                break
-            with stage("features: synthetic"):
-                feats.append(cached_features(extractor, s.images, out / "features",
-                                             dataset_key=f"{name}-{array_sha256(s.images)[:24]}",
-                                             batch_size=opts.batch_size, device=opts.device, progress=opts.progress))
-            sizes.append(len(s.images))
-            set_labels.append(s.labels)
-            if first is None:
-                first = s
-        assert first is not None
-        sources.append(Source(name, path, first, feats, sizes, set_labels))
+    sources = [_load_source(name, path, ds, extractor, real_all, set_size, out, opts, stage)
+               for name, path in zip(src_names, paths, strict=True)]
 
     report = Report("synthmed evaluation: " + ", ".join(src_names))
-    results: dict[str, Any] = {"real": {"path": str(ds.root.resolve()), "split": opts.split, "n": len(rows),
+    results: dict[str, Any] = {"real": {"path": str(ds.root.resolve()), "split": split, "n": len(rows),
                                         "shape": list(ds.shape)},
                                "feature_space": space, "sources": {}}
     report.add("Setup", KeyValues({
-        "real data": f"{ds.root.resolve()} (split {opts.split}, {len(rows)} images, shape {tuple(ds.shape)})",
-        **{f"synthetic: {s.name}": f"{s.path.resolve()} ({len(s.features)} set(s) of {s.set_sizes[0]}; "
+        "real data": f"{ds.root.resolve()} (split {split}, {len(rows)} images, shape {tuple(ds.shape)})",
+        **{f"synthetic: {s.name}": f"{s.path.resolve()} ({len(s.features)} set(s) of {s.set_sizes[0]}"
+                                   + (f", {s.n_dropped} of {s.n_images} images in no whole set (audited for privacy, "
+                                      "not compared)" if s.n_dropped else "") + "; "
                                    f"{s.first.provenance.get('kind', '')}, model {s.first.provenance.get('model')}, "
                                    f"checkpoint {str(s.first.provenance.get('checkpoint_sha256'))[:16]})"
            for s in sources},
@@ -460,17 +477,15 @@ def _evaluate(real: str | Path, synthetic: str | Path | Sequence[str | Path], ou
     _add_training_warnings(report, sources)
 
     with stage("feature metrics"):
-        rows_by_source = {s.name: feature_metric_rows(real_feats, s.features, fo) for s in sources}
+        bandwidth = median_heuristic(real_feats, seed=opts.seed)  # one RBF kernel for every source and the floor
+        rows_by_source = {s.name: feature_metric_rows(real_feats, s.features, fo, bandwidth) for s in sources}
         for s in sources:
             results["sources"][s.name] = {"path": str(s.path.resolve()), "provenance": s.first.provenance,
-                                          "set_sizes": s.set_sizes, "feature_metrics": rows_by_source[s.name]}
-        notes = sorted({r["note"] for rs in rows_by_source.values() for r in rs if r.get("note")})
-        report.add("Fidelity and diversity in feature space", _feature_table(rows_by_source), Text(
-            f"Feature space: {space['name']} ({space['feature_dim']}-d, weights "
-            f"{str(space['weights_sha256'])[:16]}). Mean over synthetic sets with t-based 95% CIs (paper 000: ten "
-            f"sets the size of the real set per model). Precision/recall k = {fo.k_pr} (Kynkäänniemi et al.), "
-            f"density/coverage k = {fo.k_dc} (Naeem et al.); KID unbiased over subsets; MMD RBF bandwidth by "
-            "the median heuristic." + "".join(f" {n[0].upper()}{n[1:]}." for n in notes)))
+                                          "set_sizes": s.set_sizes, "n_images": s.n_images,
+                                          "n_dropped": s.n_dropped, "feature_metrics": rows_by_source[s.name]}
+        floor = _floor(ds, split, real_all, real_feats, set_size, fo, bandwidth, opts, results)
+        report.add("Fidelity and diversity in feature space", _feature_table({**floor, **rows_by_source}),
+                   Text(_fidelity_caption(space, fo, split, floor, rows_by_source)))
         _add_per_class(report, results, ds, real_feats, real_labels, sources, fo, need)
 
     if opts.image_metrics:
@@ -496,7 +511,8 @@ def _evaluate(real: str | Path, synthetic: str | Path | Sequence[str | Path], ou
     if opts.privacy:
         with stage("privacy"):
             for s in sources:
-                blocks, res = _privacy(s.name, ds, s, real_all, out, opts)
+                blocks, res = s.privacy.section(out / "figures" / figure_file(s.name, "nearest"), opts.ssim_queries,
+                                                opts.ssim_candidates)
                 report.add(f"Privacy: {s.name} (paper 004, S.6)", *blocks)
                 results["sources"][s.name]["privacy"] = res
 

@@ -28,12 +28,15 @@ class SyntheticSet:
         images: (M, 1, *spatial) float32 in [-1, 1].
         labels: (M,) int labels or None.
         provenance: model, checkpoint SHA-256, seeds, source path.
+        train_subject_ids: the subjects the generating run was trained on (its ``data.json``), when known.
+        ids: (M,) names of the samples (file names of a sampled folder, ``seed N`` of a run folder).
     """
 
     images: np.ndarray
     labels: np.ndarray | None
     provenance: dict[str, Any] = field(default_factory=dict)
     train_subject_ids: list[str] | None = None
+    ids: list[str] | None = None
 
 
 def is_run_folder(path: Path) -> bool:
@@ -66,11 +69,45 @@ def load_sampled_folder(folder: Path) -> SyntheticSet:
     if all(r.get("label", "") != "" for r in rows):
         labels = np.array([int(r["label"]) for r in rows], dtype=np.int64)
     meta = json.loads((folder / "sample.json").read_text(encoding="utf-8")) if (folder / "sample.json").is_file() else {}
+    runs = generating_runs(folder, meta)
+    train_ids = training_subjects(runs)
     prov = {"source": str(folder.resolve()), "kind": "sampled folder", "n": len(rows),
             "model": meta.get("model"), "checkpoint_sha256": meta.get("checkpoint_sha256"),
             "seeds": [int(r["seed"]) for r in rows if r.get("seed", "") != ""],
-            "training_warnings": list(meta.get("training_warnings") or [])}
-    return SyntheticSet(np.clip(images, -1, 1), labels, prov)
+            "training_warnings": list(meta.get("training_warnings") or []),
+            "runs": [str(r) for r in runs]}
+    return SyntheticSet(np.clip(images, -1, 1), labels, prov, train_ids, [r["file"] for r in rows])
+
+
+def generating_runs(folder: Path, meta: dict[str, Any]) -> list[Path]:
+    """The run folders a sampled folder was generated from, as far as they still exist: ``sample.json``'s
+    ``run`` (``synthmed sample``), its ``runs`` (a protocol's pooled samples, one run per class), or the
+    run folder holding its ``checkpoint`` (folders sampled before ``run`` was recorded)."""
+    named = [meta.get("run")] + [v.get("run") for v in (meta.get("runs") or {}).values() if isinstance(v, dict)]
+    found = []
+    for p in [Path(str(n)) for n in named if n]:
+        p = p if p.is_absolute() else (folder / p)
+        if (p / "data.json").is_file() and p.resolve() not in found:
+            found.append(p.resolve())
+    if not found and meta.get("checkpoint"):
+        for parent in Path(str(meta["checkpoint"])).parents:
+            if (parent / "data.json").is_file() and (parent / "config.yaml").is_file():
+                found.append(parent.resolve())
+                break
+    return found
+
+
+def training_subjects(runs: list[Path]) -> list[str] | None:
+    """The union of the runs' training subjects (``data.json`` ``train_subject_ids``); None when no run
+    records them."""
+    ids: list[str] = []
+    for run in runs:
+        try:
+            data = json.loads((run / "data.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise DataError(f"{run / 'data.json'}: cannot read the run's training subjects ({e})") from None
+        ids += [str(i) for i in data.get("train_subject_ids") or [] if str(i) not in ids]
+    return ids or None
 
 
 def sample_run(run_dir: Path, n: int, seed: int = 0, device: str = "auto", batch_size: int = 8) -> SyntheticSet:
@@ -83,7 +120,8 @@ def sample_run(run_dir: Path, n: int, seed: int = 0, device: str = "auto", batch
             "model": run.cfg.model.name, "checkpoint_sha256": run.checkpoint_sha256, "step": run.step,
             "seeds": list(range(seed, seed + n)), "ema": run.ema,
             "training_warnings": training_warnings(run_dir)}
-    return SyntheticSet(np.concatenate(parts).astype(np.float32), None, prov, run.data.get("train_subject_ids"))
+    return SyntheticSet(np.concatenate(parts).astype(np.float32), None, prov, run.data.get("train_subject_ids"),
+                        [f"seed {s}" for s in range(seed, seed + n)])
 
 
 def load_synthetic(path: str | Path, n: int, seed: int = 0, device: str = "auto") -> SyntheticSet:

@@ -282,6 +282,7 @@ def _write_manifest(run: LoadedRun, rows: list[dict[str, Any]], tmp: Path, seed:
         "trained_on_sha256": run.data.get("images_sha256"), "conditioning": run.conditioning,
         "label_counts": _label_counts(rows), "ema": run.ema, "prior_components": extra["prior_components"] or None,
         "prior_fit": _prior_record(run),
+        "run": str(run.root.resolve()) if run.root else None,
         "training_warnings": training_warnings(run.root) if run.root else [],
     })
 

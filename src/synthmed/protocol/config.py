@@ -186,7 +186,7 @@ class RankingSection:
         winner: force this candidate as the winner (empty: the best by ``metric``).
     """
 
-    metric: str = "fid"
+    metric: str = "kid"  # FID's small-sample bias can rank a noisy set above a clean one (issue 14)
     higher_is_better: bool | None = None
     tested_metrics: list[str] = field(default_factory=lambda: ["fid", "kid", "precision", "recall", "density",
                                                                "coverage"])

@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from synthmed.evaluate.fidelity import PRECISION_CAVEAT
 from synthmed.io_utils import csv_text, write_text_atomic
 from synthmed.report.html import Estimate, Figure, KeyValues, Report, Table, Text, write_report
 from synthmed.utility.stats import Interval
@@ -192,9 +193,9 @@ def _evaluation(results: dict[str, Any], out: Path) -> list[Any]:
         Table(["rank", "candidate", "sets", *[m + (" (lower better)" if m in ("fid", "kid", "mmd_rbf") else "")
                                              for m in _SHOWN]], rows, caption=(
             f"Stage (b): mean over synthetic sets (each the size of the real set, every class in the real "
-            f"proportion) with t-based 95% CIs; feature space {space['name']} ({space['feature_dim']}-d, weights "
-            f"{str(space.get('weights_sha256'))[:16]}). Ranked by {metric} "
-            f"({'lower' if rk['lower_is_better'] else 'higher'} is better).")),
+            f"proportion) with bootstrap 95% intervals over real and synthetic images; feature space {space['name']} "
+            f"({space['feature_dim']}-d, weights {str(space.get('weights_sha256'))[:16]}). Ranked by {metric} "
+            f"({'lower' if rk['lower_is_better'] else 'higher'} is better). {PRECISION_CAVEAT}.")),
         Figure(fig, caption=f"{metric} per candidate: mean with 95% CI over the synthetic sets"),
         Text("Each candidate's full evaluation report (fidelity, diversity, privacy, embeddings, slices):\n" + links),
     ]
@@ -282,8 +283,8 @@ def _conditioning(results: dict[str, Any], out: Path) -> list[Any]:
              f"{rk['means'][rk['winner']]:.4g}). Order: " + " > ".join(rk["order"]) + "."),
         Table(["rank", "method", "class", *[m + (" (lower better)" if m in ("fid", "kid", "mmd_rbf") else "")
                                             for m in _SHOWN]], rows,
-              caption="Mean over the labelled synthetic sets with t-based 95% CIs, for every class together (all) "
-                      "and per class"),
+              caption="Mean over the labelled synthetic sets with bootstrap 95% intervals, for every class together "
+                      f"(all) and per class. {PRECISION_CAVEAT}."),
         Figure(conditioning_figure(results, out / "figures" / f"conditioning_{rk['metric']}.png"),
                caption=f"{rk['metric']} per conditioning method and class, mean with 95% CI over the synthetic sets "
                        "(paper 000 Fig. 4)"),
