@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from synthmed.errors import SynthmedError
 
@@ -110,18 +110,28 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp_path, path)
     except OSError as e:
-        new = _renamed(e, path, tmp_path)
-        if new is e:
-            raise
-        raise new from e
+        _raise_naming(e, path, tmp_path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _umask() -> int:
+    """The process's file-creation mask (read by setting it and putting it back)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def _raise_naming(e: OSError, path: Path, tmp: Path) -> NoReturn:
+    """Re-raise ``e`` (inside its ``except`` block) as :func:`_renamed` words it: naming ``path``, not ``tmp``."""
+    new = _renamed(e, path, tmp)
+    if new is e:
+        raise e
+    raise new from e
 
 
 def _swap_folder(new: Path, dst: Path) -> None:
@@ -139,15 +149,10 @@ def _temporary_folder(path: Path, parent: Path, prefix: str) -> Iterator[Path]:
     (see :func:`_renamed`)."""
     tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=parent))
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
+        os.chmod(tmp, 0o777 & ~_umask())
         yield tmp
     except OSError as e:
-        new = _renamed(e, path, tmp)
-        if new is e:
-            raise
-        raise new from e
+        _raise_naming(e, path, tmp)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
