@@ -543,12 +543,19 @@ def evaluate_reference(name: str, run_dir: Path, prepared: Path, opts: Reference
     with stage("features: real"):
         real_all = features(extractor, ds.images, ds.root / "features", f"{array_sha256(ds.images)[:24]}-all", fo)
         test_feats = real_all[test]
-    with stage("synthetic sets"):
-        set_labels = _synthetic_labels(run, ds, test_labels)
-        sets = [_generate(run, list(range(k * n, (k + 1) * n)), set_labels, opts.batch_size)
+    set_labels = _synthetic_labels(run, ds, test_labels)
+
+    def synthetic_sets() -> list[np.ndarray]:  # set k holds seeds k*n ... (k+1)*n - 1
+        return [_generate(run, list(range(k * n, (k + 1) * n)), set_labels, opts.batch_size)
                 for k in range(opts.n_sets)]
+
+    def synthetic_features(images: list[np.ndarray]) -> list[np.ndarray]:
+        return [features(extractor, s, ref / "features", f"synthetic-{array_sha256(s)[:24]}", fo) for s in images]
+
+    with stage("synthetic sets"):
+        sets = synthetic_sets()
     with stage("features: synthetic"):
-        syn_feats = [features(extractor, s, ref / "features", f"synthetic-{array_sha256(s)[:24]}", fo) for s in sets]
+        syn_feats = synthetic_features(sets)
     with stage("feature metrics"):
         metrics = feature_metric_rows(test_feats, syn_feats, fo)
         subsets = floor_subsets(trainval, n, opts.n_sets, opts.seed)
@@ -562,11 +569,7 @@ def evaluate_reference(name: str, run_dir: Path, prepared: Path, opts: Reference
         for k, v in setting.items():
             setattr(run, k, v)
         try:
-            plain = [_generate(run, list(range(k * n, (k + 1) * n)), set_labels, opts.batch_size)
-                     for k in range(opts.n_sets)]
-            return feature_metric_rows(
-                test_feats, [features(extractor, s, ref / "features", f"synthetic-{array_sha256(s)[:24]}", fo)
-                             for s in plain], fo)
+            return feature_metric_rows(test_feats, synthetic_features(synthetic_sets()), fo)
         finally:
             for k, v in saved.items():
                 setattr(run, k, v)
@@ -710,6 +713,12 @@ def _target_note(t: dict[str, Any] | None) -> str:
     return f"  (target {t['direction']} {_fmt(t['threshold'])}: {met})"
 
 
+def _headline(rows: list[dict[str, Any]]) -> str:
+    """``fid X, precision X, recall X, density X, coverage X`` of feature-metric rows."""
+    values = _metric_values(rows)
+    return ", ".join(f"{m} {_fmt(values[m])}" for m in ("fid", "precision", "recall", "density", "coverage"))
+
+
 def summary_text(result: dict[str, Any]) -> str:
     """The short human summary ``synthmed reference run`` prints: one line per metric."""
     tr, th, memo = result["training"], result["threads"], result["memorisation"]
@@ -727,14 +736,11 @@ def summary_text(result: dict[str, Any]) -> str:
         lines.append(f"  {m:<10} {_with_ci(r):<28} floor {_with_ci(floor[m]):<28}{_target_note(targets.get(m))}")
     lines.append(f"  FID ratio  {_fmt(result['fid_ratio'])}{_target_note(targets['fid_ratio'])}")
     if result.get("metrics_untruncated"):
-        plain = _metric_values(result["metrics_untruncated"])
         lines.append(f"  sampled with truncation psi = {result['truncation']}; without it the same seeds give "
-                     + ", ".join(f"{m} {_fmt(plain[m])}" for m in ("fid", "precision", "recall", "density", "coverage")))
+                     + _headline(result["metrics_untruncated"]))
     if result.get("metrics_standard_prior"):
-        plain = _metric_values(result["metrics_standard_prior"])
         lines.append(f"  sampled from the gmm prior ({result['prior_components']} components, ex-post density estimation); "
-                     "from N(0, I) the same seeds give "
-                     + ", ".join(f"{m} {_fmt(plain[m])}" for m in ("fid", "precision", "recall", "density", "coverage")))
+                     "from N(0, I) the same seeds give " + _headline(result["metrics_standard_prior"]))
     lines.append(f"  copies     {memo['n_flagged']} of {memo['n_synthetic']} flagged "
                  f"({100 * memo['fraction_flagged']:.2g}%; by chance ~{memo['expected_by_chance']:.2g}, "
                  f"P(>= observed) = {memo['p_value']:.2g}){_target_note(targets['copies'])}")
